@@ -1,0 +1,176 @@
+"""Typed config schemas, registered in Hydra's ConfigStore: a bad key or a wrong type fails at compose time.
+
+The YAML files under conf/ hold the defaults with their meaning, units and source; these dataclasses hold the
+types. `run.py` turns the composed config into these objects (OmegaConf.to_object) and passes plain values on.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class Cifar10Data:
+    name: str = "cifar10"
+    root: str = MISSING
+    download: bool = False
+    num_valid: int = 5000
+
+
+@dataclass
+class NpzData:
+    name: str = "npz"
+    path: str = MISSING
+    valid_fraction: float = 0.1
+    num_classes: Optional[int] = None
+
+
+@dataclass
+class SyntheticData:
+    name: str = "synthetic"
+    num_train: int = 2000
+    num_valid: int = 500
+    num_test: int = 0
+    num_classes: int = 10
+    image_size: int = 32
+    seed: int = 0
+
+
+@dataclass
+class MicroSpaceConfig:
+    name: str = "micro"
+    num_nodes: int = 5
+    num_layers: int = 6
+    channels: int = 20
+    dropout: float = 0.1
+    aux_weight: float = 0.4
+    normal_op_bias: Optional[list[float]] = None
+
+
+@dataclass
+class ControllerConfig:
+    lstm_size: int = 64
+    tanh_input: Optional[float] = 1.10
+    tanh_op: Optional[float] = 0.44
+    temperature: Optional[float] = None
+    op_bias_init: Optional[list[float]] = None
+    init_range: float = 0.1
+    lr: float = 0.0035
+    beta1: float = 0.0
+    beta2: float = 0.999
+    eps: float = 1e-3
+    baseline_decay: float = 0.99
+    entropy_weight: float = 1e-4
+    num_updates: int = 30
+    num_aggregate: int = 10
+
+
+@dataclass
+class SearchTrainerConfig:
+    strategy: str = "enas"
+    epochs: int = 150
+    batch_size: int = 160
+    lr_max: float = 0.05
+    lr_min: float = 0.0005
+    lr_t0_epochs: int = 10
+    lr_t_mult: int = 2
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 2e-4
+    decay_unsampled: bool = True
+    crop_padding: int = 4
+    flip: bool = True
+    cutout_size: int = 0
+    eval_every_epochs: int = 1
+    log_every_steps: int = 50
+    channels_last: bool = True
+    bf16: bool = False
+
+
+@dataclass
+class DeriveConfig:
+    num_samples: int = 100
+    include_greedy: bool = True
+    top_k: int = 10
+    batch_size: int = 500
+    max_valid_images: Optional[int] = None
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "none"
+    project: str = "enas"
+    entity: Optional[str] = None
+    group: Optional[str] = None
+    tags: list[str] = field(default_factory=list)
+    mode: Optional[str] = None
+
+
+@dataclass
+class PathsConfig:
+    data_dir: str = MISSING
+    output_dir: str = MISSING
+
+
+@dataclass
+class Config:
+    mode: str = "search"
+    seed: int = 0
+    device: str = "auto"
+    resume: bool = True
+    load_from: Optional[str] = None
+    data: Any = MISSING
+    search_space: MicroSpaceConfig = MISSING
+    controller: ControllerConfig = MISSING
+    trainer: SearchTrainerConfig = MISSING
+    derive: DeriveConfig = field(default_factory=DeriveConfig)
+    logger: LoggerConfig = MISSING
+    paths: PathsConfig = field(default_factory=PathsConfig)
+
+
+MODES = ("search", "derive")
+STRATEGIES = ("enas", "random")
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)
+    cs.store(group="data", name="cifar10_schema", node=Cifar10Data)
+    cs.store(group="data", name="npz_schema", node=NpzData)
+    cs.store(group="data", name="synthetic_schema", node=SyntheticData)
+    cs.store(group="search_space", name="micro_schema", node=MicroSpaceConfig)
+    cs.store(group="controller", name="controller_schema", node=ControllerConfig)
+    cs.store(group="trainer", name="search_schema", node=SearchTrainerConfig)
+    cs.store(group="logger", name="logger_schema", node=LoggerConfig)
+
+
+def validate(cfg: Config) -> None:
+    """Checks that types alone cannot express; each message names the bad value and what is allowed."""
+    checks = [
+        (cfg.mode in MODES, f"mode={cfg.mode!r} is not one of {', '.join(MODES)}"),
+        (cfg.device in ("auto", "cpu") or cfg.device.startswith("cuda"),
+         f"device={cfg.device!r}; allowed: auto, cpu, cuda, cuda:N"),
+        (cfg.trainer.strategy in STRATEGIES, f"trainer.strategy={cfg.trainer.strategy!r} is not one of "
+                                             f"{', '.join(STRATEGIES)}"),
+        (cfg.trainer.epochs >= 1, f"trainer.epochs={cfg.trainer.epochs}; must be >= 1"),
+        (cfg.trainer.batch_size >= 1, f"trainer.batch_size={cfg.trainer.batch_size}; must be >= 1"),
+        (cfg.trainer.lr_max >= cfg.trainer.lr_min >= 0, f"trainer.lr_max={cfg.trainer.lr_max} and lr_min="
+                                                        f"{cfg.trainer.lr_min}; need lr_max >= lr_min >= 0"),
+        (cfg.search_space.channels % 2 == 0 and cfg.search_space.channels > 0,
+         f"search_space.channels={cfg.search_space.channels}; must be a positive even number "
+         "(factorized reduction splits channels in two)"),
+        (cfg.search_space.num_layers >= 3, f"search_space.num_layers={cfg.search_space.num_layers}; must be >= 3"),
+        (0 <= cfg.search_space.dropout < 1, f"search_space.dropout={cfg.search_space.dropout}; allowed [0, 1)"),
+        (cfg.controller.num_updates >= 0 and cfg.controller.num_aggregate >= 1,
+         f"controller.num_updates={cfg.controller.num_updates}, num_aggregate={cfg.controller.num_aggregate}; "
+         "need num_updates >= 0 and num_aggregate >= 1"),
+        (cfg.derive.num_samples >= 0 and cfg.derive.top_k >= 1,
+         f"derive.num_samples={cfg.derive.num_samples}, top_k={cfg.derive.top_k}; need >= 0 and >= 1"),
+        (cfg.logger.name in ("none", "wandb"), f"logger.name={cfg.logger.name!r}; allowed none, wandb"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ValueError(message)

@@ -1,0 +1,55 @@
+"""Judges: what a sampled architecture scores. Rewards stay device tensors (no host sync per architecture).
+
+Shared-weight accuracy (ENAS, enas_reference.md §3.4): the child's accuracy on one validation minibatch, no
+augmentation, BN on batch statistics, and (micro) dropout active as in the official `is_training=True` reward.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+from enas.augment import normalise
+from enas.data import Split
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+@torch.no_grad()
+def batch_accuracy(net: nn.Module, arch, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Fraction of `x` the child `arch` classifies right, as a 0-d device tensor."""
+    logits, _ = net(x, arch)
+    return (logits.argmax(1) == y).float().mean()
+
+
+@torch.no_grad()
+def shared_weight_rewards(net: nn.Module, archs: Sequence, next_batch: Callable[[], Batch],
+                          dropout: bool = True) -> torch.Tensor:
+    """One reward per architecture, each on the next validation minibatch of the stream: tensor [K]."""
+    was_training = net.training
+    net.train(dropout)
+    try:
+        return torch.stack([batch_accuracy(net, arch, *next_batch()) for arch in archs])
+    finally:
+        net.train(was_training)
+
+
+@torch.no_grad()
+def split_accuracy(net: nn.Module, arch_for_batch: Callable[[], object], split: Split, mean, std,
+                   batch_size: int, memory_format=torch.channels_last, max_images: int | None = None) -> torch.Tensor:
+    """Accuracy over a whole split (or its first `max_images`), in eval mode (no dropout; search BNs still use
+    batch statistics). `arch_for_batch()` gives the architecture of each batch: a fixed one, or a fresh sample."""
+    was_training = net.training
+    net.eval()
+    n = len(split) if max_images is None else min(max_images, len(split))
+    correct = torch.zeros((), device=split.y.device)
+    try:
+        for start in range(0, n, batch_size):
+            x = normalise(split.x[start:start + batch_size][: n - start], mean, std, memory_format=memory_format)
+            y = split.y[start:start + batch_size][: n - start]
+            logits, _ = net(x, arch_for_batch())
+            correct += (logits.argmax(1) == y).sum()
+    finally:
+        net.train(was_training)
+    return correct / n

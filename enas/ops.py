@@ -1,0 +1,134 @@
+"""Candidate operations and shared blocks of the ENAS CIFAR-10 children.
+
+Reference: enas_reference.md §1.2 (op structure), §1.6 (calibration, factorized reduction), §1.7 (aux head),
+§9 (TF "SAME" padding at stride 2, He init with TF's fan-in). Source: melodyguan/enas src/cifar10/micro_child.py.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+BN_EPS = 1e-5  # ENAS batch_norm epsilon
+
+
+def batch_norm(channels: int, track_running_stats: bool) -> nn.BatchNorm2d:
+    """Affine BN. Search children normalise with batch statistics always (track_running_stats=False, §1.2)."""
+    return nn.BatchNorm2d(channels, eps=BN_EPS, momentum=0.1, track_running_stats=track_running_stats)
+
+
+def he_init_(weight: torch.Tensor, fan_in: int) -> torch.Tensor:
+    """TF `he_normal` (truncated normal, std sqrt(2/fan_in)); ENAS computes fan_in from the stored shape (§4)."""
+    std = math.sqrt(2.0 / fan_in)
+    with torch.no_grad():
+        return nn.init.trunc_normal_(weight, std=std, a=-2 * std, b=2 * std)
+
+
+def same_pad(x: torch.Tensor, kernel: int, stride: int, value: float = 0.0) -> torch.Tensor:
+    """TF "SAME" padding: asymmetric (more at bottom/right) when the stride does not divide evenly (§9)."""
+    size = x.shape[-1]
+    out = math.ceil(size / stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    before = total // 2
+    return F.pad(x, (before, total - before, before, total - before), value=value)
+
+
+def conv_bn(c_in: int, c_out: int, kernel: int, track_running_stats: bool, relu_first: bool = True) -> nn.Sequential:
+    """[ReLU →] conv kxk (stride 1, same padding, no bias) → BN: ENAS calibration and layer-base convs."""
+    conv = nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2, bias=False)
+    he_init_(conv.weight, kernel * kernel * c_in)
+    layers = [nn.ReLU()] if relu_first else []
+    return nn.Sequential(*layers, conv, batch_norm(c_out, track_running_stats))
+
+
+class SepConv(nn.Module):
+    """ENAS separable conv: (ReLU → depthwise kxk → pointwise 1x1 → BN) twice; stride on the first (§1.2).
+
+    fan_in: None gives TF's fan-in of a 4-D weight (k*k*C for depthwise, C for pointwise, the final graph);
+    the search tables store every weight as a 2-D row table, so their fan_in is the table's row count.
+    """
+
+    def __init__(self, channels: int, kernel: int, stride: int = 1, track_running_stats: bool = False,
+                 fan_in: int | None = None):
+        super().__init__()
+        self.kernel, self.stride = kernel, stride
+        self.depthwise = nn.ModuleList(
+            nn.Conv2d(channels, channels, kernel, groups=channels, bias=False) for _ in range(2))
+        self.pointwise = nn.ModuleList(nn.Conv2d(channels, channels, 1, bias=False) for _ in range(2))
+        self.bns = nn.ModuleList(batch_norm(channels, track_running_stats) for _ in range(2))
+        for dw, pw in zip(self.depthwise, self.pointwise):
+            he_init_(dw.weight, fan_in or kernel * kernel * channels)
+            he_init_(pw.weight, fan_in or channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for i, (dw, pw, bn) in enumerate(zip(self.depthwise, self.pointwise, self.bns)):
+            x = F.relu(x)
+            if i == 0 and self.stride > 1:
+                x = F.conv2d(same_pad(x, self.kernel, self.stride), dw.weight, stride=self.stride, groups=dw.groups)
+            else:
+                x = F.conv2d(x, dw.weight, padding=self.kernel // 2, groups=dw.groups)
+            x = bn(pw(x))
+        return x
+
+
+def pool(x: torch.Tensor, kind: str, stride: int = 1) -> torch.Tensor:
+    """3x3 avg or max pool with TF "SAME" padding: padding never counts in the average nor wins the max."""
+    if stride == 1:
+        if kind == "avg":
+            return F.avg_pool2d(x, 3, 1, padding=1, count_include_pad=False)
+        return F.max_pool2d(x, 3, 1, padding=1)
+    if kind == "avg":
+        ones = same_pad(torch.ones_like(x[:1, :1]), 3, stride)
+        return F.avg_pool2d(same_pad(x, 3, stride), 3, stride) / F.avg_pool2d(ones, 3, stride)
+    return F.max_pool2d(same_pad(x, 3, stride, value=float("-inf")), 3, stride)
+
+
+class FactorizedReduce(nn.Module):
+    """Halve the resolution without losing half the pixels: two 1x1 convs on the even and the odd pixel grids,
+    concatenated, then BN (§1.6; melodyguan/enas#14). No ReLU inside; callers put one in front when calibrating."""
+
+    def __init__(self, c_in: int, c_out: int, track_running_stats: bool = False):
+        super().__init__()
+        if c_out % 2:
+            raise ValueError(f"factorized reduction needs an even number of output channels, got {c_out}")
+        self.path1 = nn.Conv2d(c_in, c_out // 2, 1, bias=False)
+        self.path2 = nn.Conv2d(c_in, c_out // 2, 1, bias=False)
+        for conv in (self.path1, self.path2):
+            he_init_(conv.weight, c_in)
+        self.bn = batch_norm(c_out, track_running_stats)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # TF shifts the map by one pixel (pad bottom/right, crop top/left) then samples every 2nd pixel: on an even
+        # map that is exactly the odd grid x[1::2, 1::2]; an odd map's last shifted sample is the zero pad.
+        shifted = F.pad(x[:, :, 1:, 1:], (0, 1, 0, 1))
+        return self.bn(torch.cat([self.path1(x[:, :, ::2, ::2]), self.path2(shifted[:, :, ::2, ::2])], dim=1))
+
+
+class ReLUFactorizedReduce(nn.Sequential):
+    def __init__(self, c_in: int, c_out: int, track_running_stats: bool = False):
+        super().__init__(nn.ReLU(), FactorizedReduce(c_in, c_out, track_running_stats))
+
+
+class AuxHead(nn.Module):
+    """NASNet-style auxiliary classifier (§1.7): ReLU → avgpool 5/3 VALID → 1x1 conv 128 → BN → ReLU →
+    conv over the whole remaining map (TF SAME padding) to 768 → BN → ReLU → global pool → FC."""
+
+    def __init__(self, c_in: int, spatial: int, num_classes: int, track_running_stats: bool = False):
+        super().__init__()
+        self.kernel = (spatial - 5) // 3 + 1
+        self.conv1 = nn.Conv2d(c_in, 128, 1, bias=False)
+        self.bn1 = batch_norm(128, track_running_stats)
+        self.conv2 = nn.Conv2d(128, 768, self.kernel, bias=False)
+        self.bn2 = batch_norm(768, track_running_stats)
+        self.fc = nn.Linear(768, num_classes, bias=False)
+        he_init_(self.conv1.weight, c_in)
+        he_init_(self.conv2.weight, self.kernel * self.kernel * 128)
+        he_init_(self.fc.weight, 768)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.avg_pool2d(F.relu(x), 5, 3)
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = F.relu(self.bn2(self.conv2(same_pad(x, self.kernel, 1))))
+        return self.fc(x.mean((2, 3)))

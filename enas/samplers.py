@@ -1,0 +1,55 @@
+"""Samplers: which architectures to try next. The controller-backed one learns from rewards; the uniform one
+(random search with weight sharing, Li & Talwalkar 2019) does not. Both speak the same interface."""
+from __future__ import annotations
+
+import torch
+
+from enas.controller import Controller, Rollout
+from enas.reinforce import Reinforce
+
+
+class ControllerSampler:
+    def __init__(self, space, controller: Controller, reinforce: Reinforce, generator: torch.Generator):
+        self.space, self.controller, self.reinforce, self.generator = space, controller, reinforce, generator
+
+    def sample(self, k: int, with_grad: bool = False) -> tuple[list, Rollout]:
+        """k architectures from one batched controller call (one host sync to build the architecture values)."""
+        with torch.set_grad_enabled(with_grad):
+            rollout = self.controller(k, generator=self.generator)
+        return [self.space.from_choices(c) for c in rollout.choices.tolist()], rollout
+
+    def update(self, rollout: Rollout, rewards: torch.Tensor) -> dict:
+        return self.reinforce.update(rollout, rewards)
+
+    @torch.no_grad()
+    def most_likely(self):
+        return self.space.from_choices(self.controller(1, greedy=True).choices[0].tolist())
+
+    def state_dict(self) -> dict:
+        return {"controller": self.controller.state_dict(), "reinforce": self.reinforce.state_dict(),
+                "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.controller.load_state_dict(state["controller"])
+        self.reinforce.load_state_dict(state["reinforce"])
+        self.generator.set_state(state["generator"])
+
+
+class UniformSampler:
+    def __init__(self, space, generator: torch.Generator):
+        self.space, self.generator = space, generator
+
+    def sample(self, k: int, with_grad: bool = False) -> tuple[list, None]:
+        return [self.space.sample_uniform(self.generator) for _ in range(k)], None
+
+    def update(self, rollout, rewards: torch.Tensor) -> dict:
+        return {"controller/reward": rewards.mean()}
+
+    def most_likely(self):
+        return None
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])

@@ -1,0 +1,180 @@
+"""The search loop: alternate an epoch of SGD on the shared weights with sampler (controller) updates.
+
+Reference: enas_reference.md §4 (shared-weights training) and §3 (controller schedule). Per epoch:
+1. shared pass: ceil(N/B) minibatches, a fresh architecture per minibatch (all drawn in one batched
+   controller call: the policy does not change during this phase), SGD Nesterov with epoch-wise cosine restarts;
+2. sampler phase: `num_updates` x (sample `num_aggregate` architectures, reward each on the next validation
+   minibatch, one REINFORCE step);
+3. validation accuracy of freshly sampled children (logging only), then `last.pt`.
+Metrics accumulate as device tensors and are read once per `log_every_steps` and once per epoch.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from enas.augment import BatchSampler, augment_batch, normalise
+from enas.checkpoint import CHECKPOINT_NAME, save_checkpoint, set_global_rng_state
+from enas.config import SearchTrainerConfig
+from enas.data import Dataset, check_batch_fits
+from enas.judges import shared_weight_rewards, split_accuracy
+from enas.tracking import Tracker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ControllerSchedule:
+    num_updates: int = 30    # controller_train_steps: Adam steps per epoch
+    num_aggregate: int = 10  # controller_num_aggregate: architectures (rewards) per step
+
+
+def build_shared_optimizer(net: nn.Module, cfg: SearchTrainerConfig):
+    """SGD Nesterov + SGDR stepped once per epoch. With `decay_unsampled` every shared weight holds a zero
+    gradient from the start and keeps it (zero_grad(set_to_none=False)), so weight decay and momentum reach
+    unsampled ops every step, as TF's dense gradients do (§1.2); off, unsampled weights are left untouched."""
+    optimizer = torch.optim.SGD(net.parameters(), lr=cfg.lr_max, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                                weight_decay=cfg.weight_decay, foreach=True)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
+        optimizer, T_0=cfg.lr_t0_epochs, T_mult=cfg.lr_t_mult, eta_min=cfg.lr_min)
+    if cfg.decay_unsampled:
+        for p in net.parameters():
+            p.grad = torch.zeros_like(p)
+    return optimizer, scheduler
+
+
+class SearchLoop:
+    def __init__(self, net: nn.Module, sampler, data: Dataset, cfg: SearchTrainerConfig,
+                 schedule: ControllerSchedule, aux_weight: float, run_dir: str | Path, tracker: Tracker,
+                 seed: int = 0):
+        self.net, self.sampler, self.data, self.cfg, self.schedule = net, sampler, data, cfg, schedule
+        self.aux_weight, self.run_dir, self.tracker = aux_weight, Path(run_dir), tracker
+        self.device = data.train.x.device
+        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        check_batch_fits(data.train, cfg.batch_size, "train")
+        check_batch_fits(data.valid, cfg.batch_size, "valid")
+        self.optimizer, self.scheduler = build_shared_optimizer(net, cfg)
+        self.augment_generator = torch.Generator(self.device).manual_seed(seed + 1)
+        self.train_batches = BatchSampler(len(data.train), cfg.batch_size,
+                                          torch.Generator(self.device).manual_seed(seed + 2))
+        self.valid_batches = BatchSampler(len(data.valid), cfg.batch_size,
+                                          torch.Generator(self.device).manual_seed(seed + 3))
+        self.epoch, self.global_step = 0, 0
+        self.net.to(memory_format=self.memory_format)
+
+    # --- one epoch -------------------------------------------------------------------------------------------
+    def run(self, epochs: int) -> None:
+        while self.epoch < epochs:
+            timings, metrics = {}, {}
+            with _timer(timings, "time/shared_s", self.device):
+                metrics.update(self.train_shared())
+            if self.schedule.num_updates > 0:
+                with _timer(timings, "time/controller_s", self.device):
+                    metrics.update(self.train_sampler())
+            if (self.epoch + 1) % self.cfg.eval_every_epochs == 0 or self.epoch + 1 == epochs:
+                with _timer(timings, "time/valid_s", self.device):
+                    metrics["valid/acc"] = self.evaluate()
+            metrics["lr"] = self.optimizer.param_groups[0]["lr"]
+            self.scheduler.step()
+            self.epoch += 1
+            with _timer(timings, "time/checkpoint_s", self.device):
+                self.save()
+            record = self.tracker.log({"epoch": self.epoch, **metrics, **timings}, step=self.global_step)
+            log.info("epoch %d/%d  %s", self.epoch, epochs,
+                     "  ".join(f"{k}={v:.4g}" for k, v in record.items() if k not in ("epoch", "step")))
+
+    def _shared_step(self, idx: torch.Tensor, arch) -> tuple[torch.Tensor, torch.Tensor]:
+        x = augment_batch(self.data.train.x[idx], self.data.mean, self.data.std, self.augment_generator,
+                          padding=self.cfg.crop_padding, flip=self.cfg.flip, cutout_size=self.cfg.cutout_size,
+                          memory_format=self.memory_format)
+        y = self.data.train.y[idx]
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
+            logits, aux_logits = self.net(x, arch)
+            loss = F.cross_entropy(logits, y)
+            if aux_logits is not None:
+                loss = loss + self.aux_weight * F.cross_entropy(aux_logits, y)
+        self.optimizer.zero_grad(set_to_none=not self.cfg.decay_unsampled)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach(), (logits.argmax(1) == y).sum()
+
+    def train_shared(self) -> dict:
+        self.net.train()
+        archs, _ = self.sampler.sample(len(self.train_batches))
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        seen = 0
+        for step, (idx, arch) in enumerate(zip(self.train_batches.epoch(), archs), start=1):
+            loss, right = self._shared_step(idx, arch)
+            loss_sum += loss
+            correct += right
+            seen += idx.numel()
+            self.global_step += 1
+            if step % self.cfg.log_every_steps == 0:  # the only host sync of the pass
+                log.info("epoch %d step %d/%d  shared/loss=%.4f  shared/acc=%.4f", self.epoch + 1, step,
+                         len(archs), (loss_sum / step).item(), (correct / seen).item())
+        return {"shared/loss": loss_sum / len(archs), "shared/acc": correct / seen}
+
+    def _valid_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = self.valid_batches.next_batch()
+        x = normalise(self.data.valid.x[idx], self.data.mean, self.data.std, memory_format=self.memory_format)
+        return x, self.data.valid.y[idx]
+
+    def train_sampler(self) -> dict:
+        totals: dict[str, torch.Tensor] = {}
+        for _ in range(self.schedule.num_updates):
+            archs, rollout = self.sampler.sample(self.schedule.num_aggregate, with_grad=True)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
+                rewards = shared_weight_rewards(self.net, archs, self._valid_batch)
+            for key, value in self.sampler.update(rollout, rewards).items():
+                totals[key] = totals.get(key, 0) + value
+        return {k: v / self.schedule.num_updates for k, v in totals.items()}
+
+    def evaluate(self) -> torch.Tensor:
+        """Validation accuracy with a freshly sampled child per batch, as the official search logs it."""
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
+            return split_accuracy(self.net, lambda: self.sampler.sample(1)[0][0], self.data.valid, self.data.mean,
+                                  self.data.std, self.cfg.batch_size, self.memory_format)
+
+    # --- checkpoint ------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "global_step": self.global_step, "net": self.net.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "sampler": self.sampler.state_dict(), "augment_generator": self.augment_generator.get_state(),
+                "train_batches": self.train_batches.state_dict(), "valid_batches": self.valid_batches.state_dict(),
+                "wandb_id": self.tracker.wandb_id}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.global_step = state["epoch"], state["global_step"]
+        self.net.load_state_dict(state["net"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.sampler.load_state_dict(state["sampler"])
+        self.augment_generator.set_state(state["augment_generator"])
+        self.train_batches.load_state_dict(state["train_batches"])
+        self.valid_batches.load_state_dict(state["valid_batches"])
+        set_global_rng_state(state["rng"])
+
+    def save(self) -> None:
+        save_checkpoint(self.run_dir / CHECKPOINT_NAME, self.state_dict())
+
+
+class _timer:
+    """Wall time of a phase into `out[key]`; syncs the GPU once at the end of the phase so the time is real."""
+
+    def __init__(self, out: dict, key: str, device: torch.device):
+        self.out, self.key, self.device = out, key, device
+
+    def __enter__(self):
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.out[self.key] = time.perf_counter() - self.start

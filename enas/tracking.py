@@ -1,0 +1,72 @@
+"""One call for metrics: always appended to the run's `metrics.jsonl`, forwarded to Weights & Biases when on.
+
+W&B is imported only when `logger=wandb`; with `mode: null` the WANDB_MODE environment variable decides
+online/offline/disabled (an explicit mode would override it). On resume the W&B run id from the checkpoint is
+reused, and local records past the checkpoint's epoch are dropped so that no epoch appears twice.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from enas.files import write_text_atomic
+
+log = logging.getLogger(__name__)
+METRICS_NAME = "metrics.jsonl"
+
+
+def _plain(value):
+    if isinstance(value, torch.Tensor):
+        return value.item()
+    return value
+
+
+class Tracker:
+    def __init__(self, run_dir: str | Path, logger_cfg=None, config: dict | None = None,
+                 resume_epoch: int | None = None, wandb_id: str | None = None):
+        self.path = Path(run_dir) / METRICS_NAME
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._keep_records_up_to(resume_epoch)
+        self.wandb_run = None
+        if logger_cfg is not None and logger_cfg.name == "wandb":
+            import wandb  # lazily: only runs that ask for W&B need it importable and configured
+
+            self.wandb_run = wandb.init(
+                project=logger_cfg.project, entity=logger_cfg.entity, group=logger_cfg.group,
+                tags=list(logger_cfg.tags), mode=logger_cfg.mode, dir=str(run_dir), config=config,
+                id=wandb_id, resume="allow" if wandb_id else None)
+
+    @property
+    def wandb_id(self) -> str | None:
+        return self.wandb_run.id if self.wandb_run is not None else None
+
+    def _keep_records_up_to(self, epoch: int | None) -> None:
+        if not self.path.exists():
+            return
+        if epoch is None:  # a fresh run in a reused folder starts a fresh record
+            self.path.unlink()
+            return
+        lines = [line for line in self.path.read_text().splitlines()
+                 if line.strip() and json.loads(line).get("epoch", -1) <= epoch]
+        write_text_atomic(self.path, "".join(line + "\n" for line in lines))
+
+    def log(self, metrics: dict, step: int) -> dict:
+        """Read device values once, append one JSON record, forward to W&B. Returns the plain record."""
+        record = {"step": step, **{k: _plain(v) for k, v in metrics.items()}}
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.wandb_run is not None:
+            self.wandb_run.log(record, step=step)
+        return record
+
+    def summary(self, values: dict) -> None:
+        if self.wandb_run is not None:
+            self.wandb_run.summary.update({k: _plain(v) for k, v in values.items()})
+
+    def finish(self) -> None:
+        if self.wandb_run is not None:
+            self.wandb_run.finish()
+            self.wandb_run = None

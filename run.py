@@ -1,0 +1,38 @@
+"""Hydra entry point: compose the config, check it, run one mode.
+
+    python run.py                          # the paper's micro search on CIFAR-10
+    python run.py experiment=smoke         # the whole pipeline on generated data, offline, ~1 minute on CPU
+    python run.py mode=derive load_from=outputs/<date>/<time>
+"""
+from __future__ import annotations
+
+import logging
+import sys
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from enas.config import Config, register_configs, validate
+from enas.data import DataError
+from enas.pipeline import run_derive, run_search
+from enas.spaces.base import ArchError
+
+log = logging.getLogger("enas")
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> float:
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    try:
+        config: Config = OmegaConf.to_object(cfg)
+        validate(config)
+        result = (run_search if config.mode == "search" else run_derive)(config, resolved)
+    except (DataError, ArchError, ValueError, FileNotFoundError) as e:
+        log.error("%s", e)  # bad input: one clear message, no traceback, non-zero exit
+        sys.exit(2)
+    return result["best_valid_acc"]  # what an optimising sweeper maximises
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,34 @@
+"""Shared fixtures: compose the real Hydra config (as run.py does) with run directories under tmp_path."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+
+from enas.config import Config, register_configs, validate
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = ROOT / "conf"
+register_configs()
+
+
+def compose_config(overrides: list[str], run_dir: Path) -> tuple[Config, dict]:
+    """The typed config and its resolved dict for `overrides`, writing into `run_dir`."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        cfg = compose(config_name="config", overrides=[*overrides, f"paths.output_dir={run_dir}",
+                                                       f"paths.data_dir={run_dir / 'data'}"])
+    config = OmegaConf.to_object(cfg)
+    validate(config)
+    return config, OmegaConf.to_container(cfg, resolve=True)
+
+
+@pytest.fixture
+def smoke(tmp_path):
+    """A factory: smoke-experiment config with extra overrides, in a fresh folder under tmp_path."""
+    def make(*overrides: str, name: str = "run") -> tuple[Config, dict]:
+        return compose_config(["experiment=smoke", *overrides], tmp_path / name)
+    return make

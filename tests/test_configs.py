@@ -1,0 +1,65 @@
+"""Every preset and group option composes into the typed config; bad keys and types fail at compose time."""
+from __future__ import annotations
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ValidationError
+
+from conftest import CONF_DIR, compose_config
+from enas.config import Config, SyntheticData
+
+EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+DATA_OPTIONS = sorted(p.stem for p in (CONF_DIR / "data").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes_into_typed_config(experiment, tmp_path):
+    config, resolved = compose_config([f"experiment={experiment}"], tmp_path)
+    assert isinstance(config, Config)
+    assert resolved["paths"]["output_dir"] == str(tmp_path)
+
+
+@pytest.mark.parametrize("option", DATA_OPTIONS)
+def test_every_data_option_composes(option, tmp_path):
+    extra = ["data.path=x.npz"] if option == "npz" else []
+    config, _ = compose_config([f"data={option}", *extra], tmp_path)
+    assert config.data.name == option
+
+
+def test_defaults_are_the_paper_micro_search(tmp_path):
+    config, _ = compose_config([], tmp_path)
+    assert (config.search_space.channels, config.search_space.num_layers, config.search_space.num_nodes) == (20, 6, 5)
+    assert (config.trainer.batch_size, config.trainer.epochs, config.trainer.weight_decay) == (160, 150, 2e-4)
+    assert (config.controller.lr, config.controller.num_updates, config.controller.num_aggregate) == (0.0035, 30, 10)
+    assert config.data.name == "cifar10" and config.data.num_valid == 5000
+
+
+def test_smoke_uses_generated_data(tmp_path):
+    config, _ = compose_config(["experiment=smoke"], tmp_path)
+    assert isinstance(config.data, SyntheticData)
+
+
+def test_unknown_key_is_rejected(tmp_path):
+    with pytest.raises(ConfigCompositionException, match="lr_maximum"):
+        compose_config(["trainer.lr_maximum=0.1"], tmp_path)
+
+
+def test_wrong_type_is_rejected(tmp_path):
+    with pytest.raises((ConfigCompositionException, ValidationError), match="epochs"):
+        compose_config(["trainer.epochs=many"], tmp_path)
+
+
+def test_key_of_another_data_option_is_rejected(tmp_path):
+    with pytest.raises(ConfigCompositionException, match="path"):
+        compose_config(["data=synthetic", "data.path=x.npz"], tmp_path)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("mode=train_forever", "mode='train_forever'"),
+    ("trainer.strategy=evolution", "trainer.strategy='evolution'"),
+    ("search_space.channels=7", "search_space.channels=7"),
+    ("device=tpu", "device='tpu'"),
+])
+def test_bad_values_name_the_value_and_what_is_allowed(override, message, tmp_path):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        compose_config([override], tmp_path)

@@ -1,0 +1,112 @@
+"""End to end: the smoke experiment writes every artefact; a resumed run equals an uninterrupted one; derive
+works on a saved run; bad input fails with one clear message and a non-zero exit."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT
+from enas.pipeline import run_derive, run_search
+from enas.spaces.micro_arch import MicroArch
+
+ARTEFACTS = ("metrics.jsonl", "last.pt", "best_arch.json", "derived.json", "result.json")
+
+
+def _records(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _run(*args: str, cwd=ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "run.py", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_smoke_experiment_runs_from_the_command_line_and_writes_every_artefact(tmp_path):
+    proc = _run("experiment=smoke", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for name in (*ARTEFACTS, ".hydra/config.yaml", "run.log"):
+        assert (tmp_path / name).exists(), name
+    assert len(_records(tmp_path)) == 2  # one record per epoch
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["mode"] == "search" and 0.0 <= result["best_valid_acc"] <= 1.0
+    best = MicroArch.load(tmp_path / "best_arch.json")
+    assert best.to_enas_string() == result["best_arch"]
+    assert "normal cell" in (tmp_path / "run.log").read_text()  # the winner is printed as a table
+    derived = json.loads((tmp_path / "derived.json").read_text())
+    accs = [c["valid_acc"] for c in derived["top"]]
+    assert accs == sorted(accs, reverse=True) and derived["top"][0]["enas_string"] == result["best_arch"]
+
+
+def test_resumed_search_equals_uninterrupted_search(smoke, tmp_path):
+    full_cfg, full_resolved = smoke("trainer.epochs=2", name="full")
+    run_search(full_cfg, full_resolved)
+    part_cfg, part_resolved = smoke("trainer.epochs=1", name="part")
+    run_search(part_cfg, part_resolved)  # "interrupted" after epoch 1: last.pt is all that survives
+    resumed_cfg, resumed_resolved = smoke("trainer.epochs=2", name="part")
+    run_search(resumed_cfg, resumed_resolved)
+
+    full = torch.load(tmp_path / "full" / "last.pt", weights_only=True)
+    resumed = torch.load(tmp_path / "part" / "last.pt", weights_only=True)
+    assert resumed["epoch"] == full["epoch"] == 2 and resumed["global_step"] == full["global_step"]
+    for key, value in full["net"].items():
+        assert torch.equal(value, resumed["net"][key]), key
+    for key, value in full["sampler"]["controller"].items():
+        assert torch.equal(value, resumed["sampler"]["controller"][key]), key
+    strip = lambda r: {k: v for k, v in r.items() if not k.startswith("time/")}  # noqa: E731
+    assert [strip(r) for r in _records(tmp_path / "part")] == [strip(r) for r in _records(tmp_path / "full")]
+    assert (json.loads((tmp_path / "part" / "best_arch.json").read_text())
+            == json.loads((tmp_path / "full" / "best_arch.json").read_text()))
+
+
+def test_derive_mode_loads_a_saved_run(smoke, tmp_path):
+    search_cfg, resolved = smoke("trainer.epochs=1", name="search")
+    run_search(search_cfg, resolved)
+    derive_cfg, resolved = smoke("mode=derive", f"load_from={tmp_path / 'search'}", "derive.num_samples=3",
+                                 name="derive")
+    result = run_derive(derive_cfg, resolved)
+    derived = json.loads((tmp_path / "derive" / "derived.json").read_text())
+    assert derived["num_scored"] <= 4 and any(c["source"] == "most_likely" for c in derived["top"])
+    assert MicroArch.load(tmp_path / "derive" / "best_arch.json").to_enas_string() == result["best_arch"]
+
+
+def test_random_search_strategy_runs_without_controller(smoke, tmp_path):
+    config, resolved = smoke("experiment=random_search", "trainer.epochs=1")
+    config.trainer.strategy = "random"
+    result = run_search(config, resolved)
+    assert result["strategy"] == "random"
+    assert not any(k.startswith("controller/loss") for k in _records(tmp_path / "run")[0])
+
+
+def _write_npz(path, **arrays):
+    np.savez(path, **arrays)
+    return path
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["data=npz", "data.path=/nonexistent/file.npz"], "/nonexistent/file.npz"),
+    (["data=cifar10", "data.download=false"], "data=synthetic"),
+    (["data.num_train=16"], "batch"),
+])
+def test_bad_input_exits_nonzero_with_one_clear_message(overrides, message, tmp_path):
+    proc = _run("experiment=smoke", f"hydra.run.dir={tmp_path}", f"paths.data_dir={tmp_path / 'data'}", *overrides)
+    assert proc.returncode != 0
+    assert message in proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert not (tmp_path / "last.pt").exists() and not list(tmp_path.glob("*.tmp"))
+
+
+def test_npz_with_labels_out_of_range_is_rejected_by_the_cli(tmp_path):
+    x = np.zeros((64, 16, 16, 3), np.uint8)
+    path = _write_npz(tmp_path / "bad.npz", x=x, y=np.full(64, -1))
+    proc = _run("experiment=smoke", f"hydra.run.dir={tmp_path / 'run'}", "data=npz", f"data.path={path}")
+    assert proc.returncode == 2 and "-1" in proc.stdout + proc.stderr
+
+
+def test_unknown_config_key_exits_nonzero(tmp_path):
+    proc = _run("experiment=smoke", f"hydra.run.dir={tmp_path}", "trainer.nonsense=1")
+    assert proc.returncode != 0 and "nonsense" in proc.stderr
