@@ -3,6 +3,7 @@
     python run.py                          # the paper's micro search on CIFAR-10
     python run.py experiment=smoke         # the whole pipeline on generated data, offline, ~1 minute on CPU
     python run.py mode=derive load_from=outputs/<date>/<time>
+    python run.py experiment=bench_nni     # speed benchmark (also bench_small, bench_paper)
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import sys
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from enas.bench import run_bench
 from enas.config import Config, register_configs, validate
 from enas.data import DataError
 from enas.pipeline import run_derive, run_search
@@ -27,11 +29,12 @@ def main(cfg: DictConfig) -> float:
     try:
         config: Config = OmegaConf.to_object(cfg)
         validate(config)
-        result = (run_search if config.mode == "search" else run_derive)(config, resolved)
+        mode = {"search": run_search, "derive": run_derive, "bench": run_bench}[config.mode]
+        result = mode(config, resolved)
     except (DataError, ArchError, ValueError, FileNotFoundError) as e:
         log.error("%s", e)  # bad input: one clear message, no traceback, non-zero exit
         sys.exit(2)
-    return result["best_valid_acc"]  # what an optimising sweeper maximises
+    return result.get("best_valid_acc")  # what an optimising sweeper maximises
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ resumed run replays exactly, and nothing here synchronises with the host.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -41,10 +42,16 @@ def normalise(
     channels = x_uint8.shape[1]
     if len(mean) != channels or len(std) != channels or min(std) <= 0:
         raise ValueError(f"mean {tuple(mean)} and std {tuple(std)} need {channels} values each, std > 0")
+    scale, shift = _affine(tuple(mean), tuple(std), x_uint8.device, dtype)
+    return x_uint8.to(dtype=dtype, memory_format=memory_format).mul_(scale).add_(shift)
+
+
+@functools.lru_cache(maxsize=16)
+def _affine(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device, dtype: torch.dtype):
+    """Per-channel scale and shift of `normalise`, made once per device: no host-to-device copy per batch."""
     scale = torch.tensor([1.0 / (255.0 * s) for s in std], dtype=dtype).view(1, -1, 1, 1)
     shift = torch.tensor([-m / s for m, s in zip(mean, std)], dtype=dtype).view(1, -1, 1, 1)
-    out = x_uint8.to(dtype=dtype, memory_format=memory_format)
-    return out.mul_(scale.to(x_uint8.device, non_blocking=True)).add_(shift.to(x_uint8.device, non_blocking=True))
+    return scale.to(device), shift.to(device)
 
 
 def random_crop(x: Tensor, padding: int, generator: torch.Generator) -> Tensor:

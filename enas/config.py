@@ -100,6 +100,14 @@ class DeriveConfig:
 
 
 @dataclass
+class BenchConfig:
+    warmup_steps: int = 3
+    timed_steps: int = 30
+    num_sample_archs: int = 300
+    measure_epoch: bool = True
+
+
+@dataclass
 class LoggerConfig:
     name: str = "none"
     project: str = "enas"
@@ -127,11 +135,12 @@ class Config:
     controller: ControllerConfig = MISSING
     trainer: SearchTrainerConfig = MISSING
     derive: DeriveConfig = field(default_factory=DeriveConfig)
+    bench: BenchConfig = field(default_factory=BenchConfig)
     logger: LoggerConfig = MISSING
     paths: PathsConfig = field(default_factory=PathsConfig)
 
 
-MODES = ("search", "derive")
+MODES = ("search", "derive", "bench")
 STRATEGIES = ("enas", "random")
 
 

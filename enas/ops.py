@@ -19,9 +19,13 @@ def batch_norm(channels: int, track_running_stats: bool) -> nn.BatchNorm2d:
     return nn.BatchNorm2d(channels, eps=BN_EPS, momentum=0.1, track_running_stats=track_running_stats)
 
 
+TRUNCATION_STD = 0.87962566103423978  # std of a unit normal truncated at +-2: TF divides by it (VarianceScaling)
+
+
 def he_init_(weight: torch.Tensor, fan_in: int) -> torch.Tensor:
-    """TF `he_normal` (truncated normal, std sqrt(2/fan_in)); ENAS computes fan_in from the stored shape (§4)."""
-    std = math.sqrt(2.0 / fan_in)
+    """TF `he_normal`: a normal truncated at 2 std, scaled so the std after truncation is sqrt(2/fan_in) (the
+    measured official init, enas_reference.md §9); ENAS computes fan_in from the stored shape (§4)."""
+    std = math.sqrt(2.0 / fan_in) / TRUNCATION_STD
     with torch.no_grad():
         return nn.init.trunc_normal_(weight, std=std, a=-2 * std, b=2 * std)
 

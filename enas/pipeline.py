@@ -64,8 +64,11 @@ def build_sampler(cfg: Config, space, device: torch.device):
     return ControllerSampler(space, controller, reinforce, generator)
 
 
-def _build(cfg: Config):
+def build_components(cfg: Config):
+    """Data, space, supernet and sampler, built in a fixed order so that a seed fixes every initial weight."""
     device = resolve_device(cfg.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # few distinct conv shapes recur across architectures
     data = build_dataset(cfg.data, device)
     torch.manual_seed(cfg.seed)  # weights and controller init; dropout draws from this state too
     space = build_space(cfg, data)
@@ -73,13 +76,13 @@ def _build(cfg: Config):
     sampler = build_sampler(cfg, space, device)
     log.info("data: %d train / %d valid images, %d classes; supernet: %s parameters on %s", len(data.train),
              len(data.valid), data.num_classes, f"{sum(p.numel() for p in net.parameters()):,}", device)
-    return data, net, sampler
+    return data, space, net, sampler
 
 
 def run_search(cfg: Config, resolved_config: dict) -> dict:
     start = time.perf_counter()
     run_dir = Path(cfg.paths.output_dir)
-    data, net, sampler = _build(cfg)
+    data, _, net, sampler = build_components(cfg)
     checkpoint_path = run_dir / CHECKPOINT_NAME
     state = load_checkpoint(checkpoint_path, data.train.x.device) if cfg.resume and checkpoint_path.exists() else None
     tracker = Tracker(run_dir, cfg.logger, resolved_config, resume_epoch=state["epoch"] if state else None,
@@ -104,7 +107,7 @@ def run_derive(cfg: Config, resolved_config: dict) -> dict:
         raise ValueError("mode=derive needs load_from=<search run directory or its last.pt>")
     source = Path(cfg.load_from)
     source = source / CHECKPOINT_NAME if source.is_dir() else source
-    data, net, sampler = _build(cfg)
+    data, _, net, sampler = build_components(cfg)
     state = load_checkpoint(source, data.train.x.device)
     net.load_state_dict(state["net"])
     sampler.load_state_dict(state["sampler"])

@@ -59,6 +59,7 @@ class SearchLoop:
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         check_batch_fits(data.train, cfg.batch_size, "train")
         check_batch_fits(data.valid, cfg.batch_size, "valid")
+        self.net.to(memory_format=self.memory_format)
         self.optimizer, self.scheduler = build_shared_optimizer(net, cfg)
         self.augment_generator = torch.Generator(self.device).manual_seed(seed + 1)
         self.train_batches = BatchSampler(len(data.train), cfg.batch_size,
@@ -66,7 +67,6 @@ class SearchLoop:
         self.valid_batches = BatchSampler(len(data.valid), cfg.batch_size,
                                           torch.Generator(self.device).manual_seed(seed + 3))
         self.epoch, self.global_step = 0, 0
-        self.net.to(memory_format=self.memory_format)
 
     # --- one epoch -------------------------------------------------------------------------------------------
     def run(self, epochs: int) -> None:
@@ -89,7 +89,7 @@ class SearchLoop:
             log.info("epoch %d/%d  %s", self.epoch, epochs,
                      "  ".join(f"{k}={v:.4g}" for k, v in record.items() if k not in ("epoch", "step")))
 
-    def _shared_step(self, idx: torch.Tensor, arch) -> tuple[torch.Tensor, torch.Tensor]:
+    def shared_step(self, idx: torch.Tensor, arch) -> tuple[torch.Tensor, torch.Tensor]:
         x = augment_batch(self.data.train.x[idx], self.data.mean, self.data.std, self.augment_generator,
                           padding=self.cfg.crop_padding, flip=self.cfg.flip, cutout_size=self.cfg.cutout_size,
                           memory_format=self.memory_format)
@@ -111,7 +111,7 @@ class SearchLoop:
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         seen = 0
         for step, (idx, arch) in enumerate(zip(self.train_batches.epoch(), archs), start=1):
-            loss, right = self._shared_step(idx, arch)
+            loss, right = self.shared_step(idx, arch)
             loss_sum += loss
             correct += right
             seen += idx.numel()

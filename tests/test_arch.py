@@ -198,6 +198,14 @@ def test_enas_string_inconsistent_with_the_cells_is_rejected():
     assert_arch_error(lambda: MicroArch.from_json(data), "does not match the cells", PUBLISHED_STRING)
 
 
+@pytest.mark.parametrize("value", [None, 42, ["0", "2"]])
+def test_enas_string_that_is_not_a_string_is_rejected_with_arch_error(value):
+    # a hand-edited file may hold `"enas_string": null`; the loader must still answer with one clear ArchError
+    data = published_json()
+    data["enas_string"] = value
+    assert_arch_error(lambda: MicroArch.from_json(data), "enas_string")
+
+
 def test_non_object_json_is_rejected():
     assert_arch_error(lambda: MicroArch.from_json([1, 2, 3]), "JSON object", "list")
 

@@ -75,8 +75,7 @@ def test_derive_mode_loads_a_saved_run(smoke, tmp_path):
 
 
 def test_random_search_strategy_runs_without_controller(smoke, tmp_path):
-    config, resolved = smoke("experiment=random_search", "trainer.epochs=1")
-    config.trainer.strategy = "random"
+    config, resolved = smoke("trainer.strategy=random", "controller.num_updates=0", "trainer.epochs=1")
     result = run_search(config, resolved)
     assert result["strategy"] == "random"
     assert not any(k.startswith("controller/loss") for k in _records(tmp_path / "run")[0])

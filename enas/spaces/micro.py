@@ -13,7 +13,7 @@ from typing import Sequence
 import torch
 
 from enas.spaces.base import ArchError, Step
-from enas.spaces.micro_arch import NUM_INPUT_NODES, OPS, Cell, MicroArch, Node
+from enas.spaces.micro_arch import NUM_INPUT_NODES, OPS, MicroArch
 from enas.spaces.micro_supernet import MicroSupernet
 
 NORMAL_OP_BIAS = (0.25, 0.25, -0.25, -0.25, -0.25)  # micro_controller.py `b_soft_no_learn`, normal cell only
@@ -52,14 +52,11 @@ class MicroSpace:
     def from_choices(self, choices: Sequence[int]) -> MicroArch:
         if len(choices) != self.num_choices:
             raise ArchError(f"a micro rollout has {self.num_choices} choices, got {len(choices)}")
-        cells = []
-        for block in range(2):
-            nodes = []
-            for j in range(self.num_nodes):
-                ia, ib, oa, ob = choices[4 * (block * self.num_nodes + j): 4 * (block * self.num_nodes + j) + 4]
-                nodes.append(Node(int(ia), OPS[oa], int(ib), OPS[ob]))
-            cells.append(Cell(tuple(nodes)))
-        return MicroArch(*cells)
+        ints = []  # sampling order idx, idx, op, op → ENAS order idx, op, idx, op
+        for k in range(0, len(choices), 4):
+            ia, ib, oa, ob = (int(c) for c in choices[k:k + 4])
+            ints += [ia, oa, ib, ob]
+        return MicroArch.from_enas_string(" ".join(map(str, ints)), self.num_nodes)
 
     def to_choices(self, arch: MicroArch) -> list[int]:
         if arch.num_nodes != self.num_nodes:
@@ -68,12 +65,9 @@ class MicroSpace:
                 for v in (n.input_a, n.input_b, OPS.index(n.op_a), OPS.index(n.op_b))]
 
     def sample_uniform(self, generator: torch.Generator) -> MicroArch:
-        device = generator.device
-        choices = []
-        for step in self.steps():
-            if step.is_choice:
-                choices.append(torch.randint(step.num_choices, (1,), generator=generator, device=device))
-        return self.from_choices(torch.cat(choices).tolist())
+        sizes = torch.tensor([s.num_choices for s in self.steps() if s.is_choice], dtype=torch.float64)
+        uniform = torch.rand(len(sizes), generator=generator, device=generator.device, dtype=torch.float64)
+        return self.from_choices((uniform.cpu() * sizes).long().clamp_max(sizes.long() - 1).tolist())
 
     def supernet(self) -> MicroSupernet:
         return MicroSupernet(**self.net_args)

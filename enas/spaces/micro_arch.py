@@ -151,7 +151,8 @@ class MicroArch:
             raise ArchError(f"architecture space is {data.get('space')!r}; this loader reads 'micro'")
         arch = cls(_named("normal", lambda: _cell_from_json(data.get("normal"), data.get("num_nodes"))),
                    _named("reduce", lambda: _cell_from_json(data.get("reduce"), data.get("num_nodes"))))
-        if "enas_string" in data and data["enas_string"].split() != arch.to_enas_string().split():
+        if "enas_string" in data and (not isinstance(data["enas_string"], str)
+                                      or data["enas_string"].split() != arch.to_enas_string().split()):
             raise ArchError(f"enas_string {data['enas_string']!r} does not match the cells, which encode "
                             f"{arch.to_enas_string()!r}")
         return arch
