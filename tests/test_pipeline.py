@@ -109,3 +109,11 @@ def test_npz_with_labels_out_of_range_is_rejected_by_the_cli(tmp_path):
 def test_unknown_config_key_exits_nonzero(tmp_path):
     proc = _run("experiment=smoke", f"hydra.run.dir={tmp_path}", "trainer.nonsense=1")
     assert proc.returncode != 0 and "nonsense" in proc.stderr
+
+
+def test_wandb_logger_keeps_the_local_record(smoke, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")  # mode: null lets the environment decide; no network here
+    config, resolved = smoke("logger=wandb", "trainer.epochs=1")
+    run_search(config, resolved)
+    assert len(_records(tmp_path / "run")) == 1
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["wandb_id"]
