@@ -11,7 +11,6 @@ cost varies ~20% with the architecture; the GPU is synchronised around each time
 from __future__ import annotations
 
 import json
-import logging
 import platform
 import resource
 import statistics
@@ -30,7 +29,6 @@ from enas.pipeline import build_components
 from enas.search import ControllerSchedule, SearchLoop
 from enas.tracking import Tracker
 
-log = logging.getLogger(__name__)
 BENCH_NAME = "bench.json"
 
 
