@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -16,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from enas.bench import run_bench
 from enas.config import Config, register_configs, validate
 from enas.data import DataError
+from enas.files import write_text_atomic
 from enas.pipeline import run_derive, run_search
 from enas.spaces.base import ArchError
 
@@ -26,6 +28,8 @@ register_configs()
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float:
     resolved = OmegaConf.to_container(cfg, resolve=True)
+    # .hydra/config.yaml keeps interpolations; this is what the run actually used
+    write_text_atomic(Path(cfg.paths.output_dir) / "config_resolved.yaml", OmegaConf.to_yaml(resolved))
     try:
         config: Config = OmegaConf.to_object(cfg)
         validate(config)

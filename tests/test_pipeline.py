@@ -29,7 +29,7 @@ def _run(*args: str, cwd=ROOT) -> subprocess.CompletedProcess:
 def test_smoke_experiment_runs_from_the_command_line_and_writes_every_artefact(tmp_path):
     proc = _run("experiment=smoke", f"hydra.run.dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    for name in (*ARTEFACTS, ".hydra/config.yaml", "run.log"):
+    for name in (*ARTEFACTS, ".hydra/config.yaml", "config_resolved.yaml", "run.log"):
         assert (tmp_path / name).exists(), name
     assert len(_records(tmp_path)) == 2  # one record per epoch
     result = json.loads((tmp_path / "result.json").read_text())
