@@ -10,7 +10,6 @@ cost varies ~20% with the architecture; the GPU is synchronised around each time
 """
 from __future__ import annotations
 
-import json
 import platform
 import resource
 import statistics
@@ -90,7 +89,9 @@ def run_bench(cfg: Config, resolved_config: dict) -> dict:
         loop.schedule = full_schedule
         progress.update(task, advance=1, description="one search epoch")
         if b.measure_epoch:
-            record = _one_epoch(loop, tracker)
+            loop.epoch = 0
+            record = loop.run(1)
+            tracker.finish()
             figures.update({k.replace("time/", "epoch_"): v for k, v in record.items() if k.startswith("time/")})
             figures["epoch_total_s"] = sum(v for k, v in record.items() if k.startswith("time/"))
         progress.update(task, advance=1)
@@ -105,13 +106,6 @@ def run_bench(cfg: Config, resolved_config: dict) -> dict:
     write_json_atomic(run_dir / BENCH_NAME, report)
     _print_table(report, run_dir / BENCH_NAME)
     return report
-
-
-def _one_epoch(loop: SearchLoop, tracker: Tracker) -> dict:
-    loop.epoch = 0
-    loop.run(1)
-    tracker.finish()
-    return json.loads(tracker.path.read_text().splitlines()[-1])
 
 
 def _environment(device: torch.device) -> dict:

@@ -88,10 +88,8 @@ def run_search(cfg: Config, resolved_config: dict) -> dict:
     tracker = Tracker(run_dir, cfg.logger, resolved_config, resume_epoch=state["epoch"] if state else None,
                       wandb_id=state.get("wandb_id") if state else None)
     try:
-        # a uniform sampler learns nothing from rewards: random search skips the sampler phase
-        num_updates = cfg.controller.num_updates if cfg.trainer.strategy == "enas" else 0
         loop = SearchLoop(net, sampler, data, cfg.trainer,
-                          ControllerSchedule(num_updates, cfg.controller.num_aggregate),
+                          ControllerSchedule(cfg.controller.num_updates, cfg.controller.num_aggregate),
                           cfg.search_space.aux_weight, run_dir, tracker, seed=cfg.seed)
         if state is not None:
             loop.load_state_dict(state)

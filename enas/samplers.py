@@ -9,6 +9,8 @@ from enas.reinforce import Reinforce
 
 
 class ControllerSampler:
+    learns_from_rewards = True
+
     def __init__(self, space, controller: Controller, reinforce: Reinforce, generator: torch.Generator):
         self.space, self.controller, self.reinforce, self.generator = space, controller, reinforce, generator
 
@@ -36,6 +38,8 @@ class ControllerSampler:
 
 
 class UniformSampler:
+    learns_from_rewards = False  # the search loop skips its sampler phase
+
     def __init__(self, space, generator: torch.Generator):
         self.space, self.generator = space, generator
 

@@ -72,12 +72,14 @@ class SearchLoop:
         self.epoch, self.global_step = 0, 0
 
     # --- one epoch -------------------------------------------------------------------------------------------
-    def run(self, epochs: int) -> None:
+    def run(self, epochs: int) -> dict:
+        """Train until `epochs` epochs are done; returns the last epoch's record (empty if none ran)."""
+        record: dict = {}
         while self.epoch < epochs:
             timings, metrics = {}, {}
             with _timer(timings, "time/shared_s", self.device):
                 metrics.update(self.train_shared())
-            if self.schedule.num_updates > 0:
+            if self.schedule.num_updates > 0 and self.sampler.learns_from_rewards:
                 with _timer(timings, "time/controller_s", self.device):
                     metrics.update(self.train_sampler())
             if (self.epoch + 1) % self.cfg.eval_every_epochs == 0 or self.epoch + 1 == epochs:
@@ -91,6 +93,7 @@ class SearchLoop:
             record = self.tracker.log({"epoch": self.epoch, **metrics, **timings}, step=self.global_step)
             log.info("epoch %d/%d  %s", self.epoch, epochs,
                      "  ".join(f"{k}={v:.4g}" for k, v in record.items() if k not in ("epoch", "step")))
+        return record
 
     def shared_step(self, idx: torch.Tensor, arch) -> tuple[torch.Tensor, torch.Tensor]:
         x = augment_batch(self.data.train.x[idx], self.data.mean, self.data.std, self.augment_generator,

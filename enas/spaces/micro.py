@@ -56,7 +56,7 @@ class MicroSpace:
         for k in range(0, len(choices), 4):
             ia, ib, oa, ob = (int(c) for c in choices[k:k + 4])
             ints += [ia, oa, ib, ob]
-        return MicroArch.from_enas_string(" ".join(map(str, ints)), self.num_nodes)
+        return MicroArch.from_ints(ints, self.num_nodes)
 
     def to_choices(self, arch: MicroArch) -> list[int]:
         if arch.num_nodes != self.num_nodes:

@@ -125,6 +125,11 @@ class MicroArch:
             ints = [int(t) for t in text.split()]
         except ValueError:
             raise ArchError(f"an ENAS micro string holds integers separated by spaces, got {text!r}") from None
+        return cls.from_ints(ints, num_nodes)
+
+    @classmethod
+    def from_ints(cls, ints: list[int], num_nodes: int | None = None) -> "MicroArch":
+        """From the ENAS integers: the normal cell's 4B (index_1 op_1 index_2 op_2 per node), then the reduce cell's."""
         if len(ints) % 8 or not ints or (num_nodes is not None and len(ints) != 8 * num_nodes):
             want = f"{8 * num_nodes}" if num_nodes else "8 per node (4 per node and cell)"
             raise ArchError(f"an ENAS micro string has {want} integers (normal cell then reduce cell), got {len(ints)}")
