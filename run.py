@@ -3,6 +3,8 @@
     python run.py                          # the paper's micro search on CIFAR-10
     python run.py experiment=smoke         # the whole pipeline on generated data, offline, ~1 minute on CPU
     python run.py mode=derive load_from=outputs/<date>/<time>
+    python run.py mode=train arch=outputs/<date>/<time>/best_arch.json   # retrain from scratch (or arch=enas_micro_paper)
+    python run.py mode=eval checkpoint=outputs/<date>/<time>/final.pt
     python run.py experiment=bench_nni     # speed benchmark (also bench_small, bench_paper)
 """
 from __future__ import annotations
@@ -18,7 +20,7 @@ from enas.bench import run_bench
 from enas.config import Config, register_configs, validate
 from enas.data import DataError
 from enas.files import write_text_atomic
-from enas.pipeline import run_derive, run_search
+from enas.pipeline import run_derive, run_eval, run_search, run_train
 from enas.spaces.base import ArchError
 
 log = logging.getLogger("enas")
@@ -33,12 +35,14 @@ def main(cfg: DictConfig) -> float:
     try:
         config: Config = OmegaConf.to_object(cfg)
         validate(config)
-        mode = {"search": run_search, "derive": run_derive, "bench": run_bench}[config.mode]
+        mode = {"search": run_search, "derive": run_derive, "train": run_train, "eval": run_eval,
+                "bench": run_bench}[config.mode]
         result = mode(config, resolved)
     except (DataError, ArchError, ValueError, FileNotFoundError) as e:
         log.error("%s", e)  # bad input: one clear message, no traceback, non-zero exit
         sys.exit(2)
-    return result.get("best_valid_acc")  # what an optimising sweeper maximises
+    # what an optimising sweeper maximises
+    return next((result[k] for k in ("best_valid_acc", "test_acc", "valid_acc") if k in result), None)
 
 
 if __name__ == "__main__":

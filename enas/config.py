@@ -51,11 +51,34 @@ class MicroSpaceConfig:
 
 
 @dataclass
+class MacroSpaceConfig:
+    name: str = "macro"
+    num_layers: int = 12
+    channels: int = 36
+    dropout: float = 0.1
+    aux_weight: float = 0.0  # the macro child has no aux head
+
+
+@dataclass
+class Nb201SpaceConfig:
+    name: str = "nb201"
+    num_layers: int = 15  # cells in all, num_layers // 3 per stage (as micro's num_layers counts normal cells)
+    channels: int = 16
+    affine: bool = False
+    track_running_stats: bool = False
+    aux_weight: float = 0.0  # no aux head
+
+
+SPACE_NAMES = ("micro", "macro", "nb201")
+
+
+@dataclass
 class ControllerConfig:
     lstm_size: int = 64
     tanh_input: Optional[float] = 1.10
     tanh_op: Optional[float] = 0.44
     temperature: Optional[float] = None
+    op_bias: bool = True
     op_bias_init: Optional[list[float]] = None
     init_range: float = 0.1
     lr: float = 0.0035
@@ -64,6 +87,8 @@ class ControllerConfig:
     eps: float = 1e-3
     baseline_decay: float = 0.99
     entropy_weight: float = 1e-4
+    skip_target: float = 0.4
+    skip_weight: float = 0.0
     num_updates: int = 30
     num_aggregate: int = 10
 
@@ -81,9 +106,40 @@ class SearchTrainerConfig:
     nesterov: bool = True
     weight_decay: float = 2e-4
     decay_unsampled: bool = True
+    reward_dropout: bool = True
     crop_padding: int = 4
     flip: bool = True
     cutout_size: int = 0
+    eval_every_epochs: int = 1
+    log_every_steps: int = 50
+    channels_last: bool = True
+    bf16: bool = False
+
+
+@dataclass
+class RetrainConfig:
+    """Final training of one fixed architecture from scratch (mode=train); the group follows the search space."""
+
+    num_layers: Optional[int] = 15
+    channels: int = 36
+    dropout: float = 0.2
+    drop_path_keep: float = 0.6
+    aux_weight: float = 0.4
+    epochs: int = 630
+    batch_size: int = 144
+    eval_batch_size: int = 500
+    lr_max: float = 0.05
+    lr_min: float = 0.0001
+    lr_t0_epochs: int = 10
+    lr_t_mult: int = 2
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 4e-4
+    grad_clip_norm: Optional[float] = None
+    crop_padding: int = 4
+    flip: bool = True
+    cutout_size: int = 16
+    train_on_valid: bool = True
     eval_every_epochs: int = 1
     log_every_steps: int = 50
     channels_last: bool = True
@@ -131,16 +187,19 @@ class Config:
     resume: bool = True
     load_from: Optional[str] = None
     data: Any = MISSING
-    search_space: MicroSpaceConfig = MISSING
+    search_space: Any = MISSING  # MicroSpaceConfig | MacroSpaceConfig | Nb201SpaceConfig
     controller: ControllerConfig = MISSING
     trainer: SearchTrainerConfig = MISSING
+    retrain: RetrainConfig = MISSING
+    arch: Optional[str] = None
+    checkpoint: Optional[str] = None
     derive: DeriveConfig = field(default_factory=DeriveConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
     logger: LoggerConfig = MISSING
     paths: PathsConfig = field(default_factory=PathsConfig)
 
 
-MODES = ("search", "derive", "bench")
+MODES = ("search", "derive", "train", "eval", "bench")
 STRATEGIES = ("enas", "random")
 
 
@@ -151,8 +210,11 @@ def register_configs() -> None:
     cs.store(group="data", name="npz_schema", node=NpzData)
     cs.store(group="data", name="synthetic_schema", node=SyntheticData)
     cs.store(group="search_space", name="micro_schema", node=MicroSpaceConfig)
+    cs.store(group="search_space", name="macro_schema", node=MacroSpaceConfig)
+    cs.store(group="search_space", name="nb201_schema", node=Nb201SpaceConfig)
     cs.store(group="controller", name="controller_schema", node=ControllerConfig)
     cs.store(group="trainer", name="search_schema", node=SearchTrainerConfig)
+    cs.store(group="retrain", name="retrain_schema", node=RetrainConfig)
     cs.store(group="logger", name="logger_schema", node=LoggerConfig)
 
 
@@ -168,16 +230,36 @@ def validate(cfg: Config) -> None:
         (cfg.trainer.batch_size >= 1, f"trainer.batch_size={cfg.trainer.batch_size}; must be >= 1"),
         (cfg.trainer.lr_max >= cfg.trainer.lr_min >= 0, f"trainer.lr_max={cfg.trainer.lr_max} and lr_min="
                                                         f"{cfg.trainer.lr_min}; need lr_max >= lr_min >= 0"),
+        (cfg.search_space.name in SPACE_NAMES, f"search_space.name={cfg.search_space.name!r} is not one of "
+                                               f"{', '.join(SPACE_NAMES)}"),
         (cfg.search_space.channels % 2 == 0 and cfg.search_space.channels > 0,
          f"search_space.channels={cfg.search_space.channels}; must be a positive even number "
          "(factorized reduction splits channels in two)"),
-        (cfg.search_space.num_layers >= 3, f"search_space.num_layers={cfg.search_space.num_layers}; must be >= 3"),
-        (0 <= cfg.search_space.dropout < 1, f"search_space.dropout={cfg.search_space.dropout}; allowed [0, 1)"),
+        (getattr(cfg.search_space, "num_layers", 3) >= 3,
+         f"search_space.num_layers={getattr(cfg.search_space, 'num_layers', None)}; must be >= 3"),
+        (cfg.search_space.name != "nb201" or cfg.search_space.num_layers % 3 == 0,
+         f"search_space.num_layers={cfg.search_space.num_layers}; nb201 needs a multiple of 3 (cells in 3 stages)"),
+        (0 <= getattr(cfg.search_space, "dropout", 0) < 1,
+         f"search_space.dropout={getattr(cfg.search_space, 'dropout', None)}; allowed [0, 1)"),
+        (0 < cfg.controller.skip_target < 1 and cfg.controller.skip_weight >= 0,
+         f"controller.skip_target={cfg.controller.skip_target}, skip_weight={cfg.controller.skip_weight}; need "
+         "0 < skip_target < 1 and skip_weight >= 0"),
         (cfg.controller.num_updates >= 0 and cfg.controller.num_aggregate >= 1,
          f"controller.num_updates={cfg.controller.num_updates}, num_aggregate={cfg.controller.num_aggregate}; "
          "need num_updates >= 0 and num_aggregate >= 1"),
         (cfg.derive.num_samples >= 0 and cfg.derive.top_k >= 1,
          f"derive.num_samples={cfg.derive.num_samples}, top_k={cfg.derive.top_k}; need >= 0 and >= 1"),
+        (cfg.retrain.epochs >= 1 and cfg.retrain.batch_size >= 1 and cfg.retrain.eval_batch_size >= 1,
+         f"retrain.epochs={cfg.retrain.epochs}, batch_size={cfg.retrain.batch_size}, eval_batch_size="
+         f"{cfg.retrain.eval_batch_size}; each must be >= 1"),
+        (0 < cfg.retrain.drop_path_keep <= 1, f"retrain.drop_path_keep={cfg.retrain.drop_path_keep}; allowed (0, 1] "
+                                              "(1 turns drop-path off)"),
+        (0 <= cfg.retrain.dropout < 1, f"retrain.dropout={cfg.retrain.dropout}; allowed [0, 1)"),
+        (cfg.retrain.lr_max >= cfg.retrain.lr_min >= 0, f"retrain.lr_max={cfg.retrain.lr_max} and lr_min="
+                                                        f"{cfg.retrain.lr_min}; need lr_max >= lr_min >= 0"),
+        (cfg.mode != "train" or cfg.arch, "mode=train needs arch=<best_arch.json path or a published name: "
+                                          "enas_micro_paper, enas_macro_paper>"),
+        (cfg.mode != "eval" or cfg.checkpoint, "mode=eval needs checkpoint=<final.pt of a mode=train run>"),
         (cfg.logger.name in ("none", "wandb"), f"logger.name={cfg.logger.name!r}; allowed none, wandb"),
     ]
     for ok, message in checks:

@@ -264,3 +264,12 @@ def make_synthetic(
     valid = _to_split(x[cuts[0] : cuts[1]], labels[cuts[0] : cuts[1]], device)
     test = _to_split(x[cuts[1] :], labels[cuts[1] :], device) if num_test else None
     return _make_dataset(train, valid, test, num_classes)
+
+
+def with_valid_in_train(data: Dataset) -> Dataset:
+    """Final training on every labelled training image (ENAS final runs use all 50,000, §4): the validation
+    images join the training split and the pixel statistics are recomputed over the union."""
+    train = Split(torch.cat([data.train.x, data.valid.x]).contiguous(memory_format=torch.channels_last),
+                  torch.cat([data.train.y, data.valid.y]))
+    mean, std = _channel_stats(train.x)
+    return Dataset(train, data.valid, data.test, data.num_classes, mean, std)

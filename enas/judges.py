@@ -35,11 +35,23 @@ def shared_weight_rewards(net: nn.Module, archs: Sequence, next_batch: Callable[
         net.train(was_training)
 
 
-@torch.no_grad()
 def split_accuracy(net: nn.Module, arch_for_batch: Callable[[], object], split: Split, mean, std,
                    batch_size: int, memory_format=torch.channels_last, max_images: int | None = None) -> torch.Tensor:
-    """Accuracy over a whole split (or its first `max_images`), in eval mode (no dropout; search BNs still use
-    batch statistics). `arch_for_batch()` gives the architecture of each batch: a fixed one, or a fresh sample."""
+    """A supernet's accuracy over a whole split (or its first `max_images`), in eval mode (no dropout; search BNs
+    still use batch statistics). `arch_for_batch()` gives each batch's architecture: a fixed one, or a sample."""
+    return _accuracy(net, lambda x: net(x, arch_for_batch())[0], split, mean, std, batch_size, memory_format,
+                     max_images)
+
+
+def network_accuracy(net: nn.Module, split: Split, mean, std, batch_size: int,
+                     memory_format=torch.channels_last) -> torch.Tensor:
+    """A fixed network's accuracy over a whole split, in eval mode (BN running statistics, no dropout)."""
+    return _accuracy(net, lambda x: net(x)[0], split, mean, std, batch_size, memory_format)
+
+
+@torch.no_grad()
+def _accuracy(net: nn.Module, logits_of: Callable[[torch.Tensor], torch.Tensor], split: Split, mean, std,
+              batch_size: int, memory_format, max_images: int | None = None) -> torch.Tensor:
     was_training = net.training
     net.eval()
     n = len(split) if max_images is None else min(max_images, len(split))
@@ -48,8 +60,7 @@ def split_accuracy(net: nn.Module, arch_for_batch: Callable[[], object], split: 
         for start in range(0, n, batch_size):
             x = normalise(split.x[start:start + batch_size][: n - start], mean, std, memory_format=memory_format)
             y = split.y[start:start + batch_size][: n - start]
-            logits, _ = net(x, arch_for_batch())
-            correct += (logits.argmax(1) == y).sum()
+            correct += (logits_of(x).argmax(1) == y).sum()
     finally:
         net.train(was_training)
     return correct / n

@@ -121,6 +121,9 @@ class AuxHead(nn.Module):
 
     def __init__(self, c_in: int, spatial: int, num_classes: int, track_running_stats: bool = False):
         super().__init__()
+        if spatial < 5:
+            raise ValueError(f"the aux head pools 5x5 windows but its input map is {spatial}x{spatial}; use larger "
+                             "images or set the aux-head weight to 0 (search_space.aux_weight / retrain.aux_weight)")
         self.kernel = (spatial - 5) // 3 + 1
         self.conv1 = nn.Conv2d(c_in, 128, 1, bias=False)
         self.bn1 = batch_norm(128, track_running_stats)

@@ -1,7 +1,9 @@
-"""The run modes, built from the typed config that run.py composes: search (then derive) and derive alone.
+"""The run modes, built from the typed config that run.py composes: search (then derive), derive alone,
+train (one architecture from scratch) and eval (a trained network).
 
-Every run directory ends up with: the resolved config (.hydra/), a log, metrics.jsonl, last.pt, derived.json,
-best_arch.json and result.json (mode, best architecture, its validation accuracy, wall time, artefact paths).
+Every run directory ends up with: the resolved config (.hydra/ and config_resolved.yaml), a log, metrics.jsonl,
+last.pt and result.json (mode, architecture, accuracy, wall time, artefact paths); a search adds derived.json
+and best_arch.json, a final training final.pt.
 """
 from __future__ import annotations
 
@@ -14,17 +16,23 @@ import torch
 from enas.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from enas.config import Config
 from enas.controller import Controller
-from enas.data import Dataset, load_cifar10, load_npz, make_synthetic
+from enas.data import Dataset, DataError, load_cifar10, load_npz, make_synthetic, with_valid_in_train
 from enas.derive import derive, write_derived
+from enas.drawing import draw_arch, plot_curves
 from enas.files import write_json_atomic
+from enas.judges import network_accuracy
+from enas.networks import build_network, load_arch, load_network, save_network, space_of
 from enas.reinforce import Reinforce
+from enas.retrain import RetrainLoop
 from enas.samplers import ControllerSampler, UniformSampler
 from enas.search import ControllerSchedule, SearchLoop
+from enas.spaces.macro import MacroSpace
 from enas.spaces.micro import MicroSpace
+from enas.spaces.nb201 import Nb201Space
 from enas.tracking import Tracker
 
 log = logging.getLogger(__name__)
-RESULT_NAME = "result.json"
+RESULT_NAME, NETWORK_NAME = "result.json", "final.pt"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -44,12 +52,16 @@ def build_dataset(cfg, device: torch.device) -> Dataset:
                           device=device)
 
 
-def build_space(cfg: Config, data: Dataset) -> MicroSpace:
-    s = cfg.search_space
+def build_space(cfg: Config, data: Dataset):
+    s, shape = cfg.search_space, dict(num_classes=data.num_classes, in_channels=data.train.x.shape[1])
+    if s.name == "macro":
+        return MacroSpace(num_layers=s.num_layers, channels=s.channels, dropout=s.dropout, **shape)
+    if s.name == "nb201":
+        return Nb201Space(channels=s.channels, cells_per_stage=s.num_layers // 3, affine=s.affine,
+                          track_running_stats=s.track_running_stats, **shape)
     return MicroSpace(num_nodes=s.num_nodes, num_layers=s.num_layers, channels=s.channels,
-                      num_classes=data.num_classes, image_size=data.train.x.shape[-1],
-                      in_channels=data.train.x.shape[1], dropout=s.dropout, aux_head=s.aux_weight > 0,
-                      normal_op_bias=s.normal_op_bias)
+                      image_size=data.train.x.shape[-1], dropout=s.dropout, aux_head=s.aux_weight > 0,
+                      normal_op_bias=s.normal_op_bias, **shape)
 
 
 def build_sampler(cfg: Config, space, device: torch.device):
@@ -58,10 +70,11 @@ def build_sampler(cfg: Config, space, device: torch.device):
         return UniformSampler(space, generator)
     c = cfg.controller
     controller = Controller(space.steps(), lstm_size=c.lstm_size, tanh_input=c.tanh_input, tanh_op=c.tanh_op,
-                            temperature=c.temperature, op_bias_init=c.op_bias_init, init_range=c.init_range).to(device)
+                            temperature=c.temperature, op_bias=c.op_bias, op_bias_init=c.op_bias_init,
+                            init_range=c.init_range, skip_target=c.skip_target).to(device)
     reinforce = Reinforce(controller, lr=c.lr, betas=(c.beta1, c.beta2), eps=c.eps,
                           baseline_decay=c.baseline_decay, entropy_weight=c.entropy_weight)
-    return ControllerSampler(space, controller, reinforce, generator)
+    return ControllerSampler(space, controller, reinforce, generator, skip_weight=c.skip_weight)
 
 
 def build_components(cfg: Config):
@@ -129,11 +142,120 @@ def _derive_and_report(cfg: Config, net, sampler, data, run_dir: Path, tracker: 
     log.info("best architecture (validation accuracy %.4f with the shared weights, %s):\n%s",
              best.valid_acc, best.source, best.arch)
     tracker.summary({"derive/best_valid_acc": best.valid_acc})
-    artefacts = {"metrics": str(run_dir / "metrics.jsonl"), "checkpoint": str(run_dir / CHECKPOINT_NAME), **paths}
+    artefacts = {"metrics": str(run_dir / "metrics.jsonl"), "checkpoint": str(run_dir / CHECKPOINT_NAME), **paths,
+                 **_pictures(run_dir, best.arch, "best_arch")}
     result = {"mode": cfg.mode, "space": cfg.search_space.name, "strategy": cfg.trainer.strategy,
               "best_arch": best.arch.to_enas_string(), "best_valid_acc": best.valid_acc,
               "wall_time_s": round(time.perf_counter() - start, 2),
               "artefacts": {k: v for k, v in artefacts.items() if Path(v).exists()}}
     write_json_atomic(run_dir / RESULT_NAME, result)
-    log.info("artefacts in %s", run_dir)
+    _log_artefacts(run_dir, result["artefacts"])
+    return result
+
+
+def _pictures(run_dir: Path, arch, stem: str) -> dict[str, str]:
+    """The architecture's drawings and the run's curves (never fatal: drawing failures only log a warning)."""
+    pictures = {f"drawing_{p.stem.removeprefix(stem + '_')}": str(p) for p in draw_arch(arch, run_dir, stem)
+                if p.suffix == ".png"}
+    curves = plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
+    return {**pictures, **({"curves": str(curves)} if curves else {})}
+
+
+def _log_artefacts(run_dir: Path, artefacts: dict[str, str]) -> None:
+    width = max(map(len, artefacts), default=0)
+    log.info("artefacts in %s:\n%s", run_dir, "\n".join(f"  {k:<{width}}  {v}" for k, v in artefacts.items()))
+
+
+# --- final training -------------------------------------------------------------------------------------------
+def network_kwargs(arch, cfg, data: Dataset) -> dict:
+    """Constructor arguments of `arch`'s fixed network from the retrain config and the data's shape."""
+    space, shape = space_of(arch), dict(num_classes=data.num_classes, in_channels=data.train.x.shape[1])
+    if space == "macro":  # depth is the architecture's own; a configured depth must agree
+        return dict(num_layers=cfg.num_layers or arch.num_layers, channels=cfg.channels, dropout=cfg.dropout, **shape)
+    if space == "nb201":
+        return dict(channels=cfg.channels, cells_per_stage=(cfg.num_layers or 15) // 3, **shape)
+    return dict(num_layers=cfg.num_layers or 15, channels=cfg.channels, image_size=data.train.x.shape[-1],
+                dropout=cfg.dropout, aux_head=cfg.aux_weight > 0, drop_path_keep=cfg.drop_path_keep, **shape)
+
+
+def _held_out(data: Dataset, train_on_valid: bool):
+    """Training data and the split to report: test when the data has one, else the (kept-out) validation split."""
+    if data.test is not None:
+        return (with_valid_in_train(data) if train_on_valid else data), data.test, "test"
+    if train_on_valid:
+        raise DataError("this dataset has no test split, so with retrain.train_on_valid=true nothing would be held "
+                        "out; set retrain.train_on_valid=false to report the validation split (or use data with a "
+                        "test split: data=cifar10, or an npz with x_test/y_test)")
+    return data, data.valid, "valid"
+
+
+def run_train(cfg: Config, resolved_config: dict) -> dict:
+    """Train `cfg.arch` from scratch with the retrain recipe; write final.pt and result.json."""
+    start = time.perf_counter()
+    run_dir = Path(cfg.paths.output_dir)
+    arch = load_arch(cfg.arch)
+    if space_of(arch) != cfg.search_space.name:
+        raise ValueError(f"arch={cfg.arch!r} is a {space_of(arch)} architecture but search_space="
+                         f"{cfg.search_space.name}; add search_space={space_of(arch)} (it also picks that space's "
+                         "retrain recipe)")
+    device = resolve_device(cfg.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    data, eval_split, eval_name = _held_out(build_dataset(cfg.data, device), cfg.retrain.train_on_valid)
+    torch.manual_seed(cfg.seed)
+    kwargs = network_kwargs(arch, cfg.retrain, data)
+    net = build_network(arch, **kwargs).to(device)
+    num_params = sum(p.numel() for p in net.parameters())
+    trunk_params = net.num_params() if hasattr(net, "num_params") else num_params
+    log.info("training %s architecture from scratch:\n%s\n%s parameters (%s without the aux head) on %s; "
+             "%d train images, reporting %s (%d images)", space_of(arch), arch, f"{num_params:,}",
+             f"{trunk_params:,}", device, len(data.train), eval_name, len(eval_split))
+    checkpoint_path = run_dir / CHECKPOINT_NAME
+    state = load_checkpoint(checkpoint_path, device) if cfg.resume and checkpoint_path.exists() else None
+    tracker = Tracker(run_dir, cfg.logger, resolved_config, resume_epoch=state["epoch"] if state else None,
+                      wandb_id=state.get("wandb_id") if state else None)
+    try:
+        loop = RetrainLoop(net, data, eval_split, eval_name, cfg.retrain, run_dir, tracker, seed=cfg.seed)
+        if state is not None:
+            loop.load_state_dict(state)
+            log.info("resuming from %s at epoch %d", checkpoint_path, loop.epoch)
+        record = loop.run()
+        stats = {"mean": list(data.mean), "std": list(data.std)}
+        save_network(run_dir / NETWORK_NAME, net, arch, kwargs, stats)
+        accuracy = record[f"{eval_name}/acc"]
+        tracker.summary({f"final/{eval_name}_acc": accuracy, "final/params": num_params})
+        result = {"mode": "train", "space": space_of(arch), "arch": arch.to_enas_string(),
+                  f"{eval_name}_acc": accuracy, "evaluated_on": f"{eval_name} split, {len(eval_split)} images",
+                  "params": num_params, "params_without_aux": trunk_params, "epochs": loop.epoch,
+                  "wall_time_s": round(time.perf_counter() - start, 2),
+                  "artefacts": {"network": str(run_dir / NETWORK_NAME), "checkpoint": str(checkpoint_path),
+                                "metrics": str(run_dir / "metrics.jsonl")}}
+        result["artefacts"].update(_pictures(run_dir, arch, "arch"))
+        write_json_atomic(run_dir / RESULT_NAME, result)
+        log.info("%s accuracy %.4f after %d epochs (%s parameters)", eval_name, accuracy, loop.epoch,
+                 f"{num_params:,}")
+        _log_artefacts(run_dir, result["artefacts"])
+        return result
+    finally:
+        tracker.finish()
+
+
+def run_eval(cfg: Config, resolved_config: dict) -> dict:
+    """Re-evaluate a trained network (`checkpoint`: a final.pt) on the configured data's held-out split."""
+    start = time.perf_counter()
+    device = resolve_device(cfg.device)
+    net = load_network(cfg.checkpoint, device)
+    data = build_dataset(cfg.data, device)
+    split, name = (data.test, "test") if data.test is not None else (data.valid, "valid")
+    stats = net.data_stats or {"mean": data.mean, "std": data.std}
+    memory_format = torch.channels_last if cfg.retrain.channels_last else torch.contiguous_format
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.retrain.bf16):
+        accuracy = network_accuracy(net.to(memory_format=memory_format), split, tuple(stats["mean"]),
+                                    tuple(stats["std"]), cfg.retrain.eval_batch_size, memory_format).item()
+    result = {"mode": "eval", "checkpoint": str(cfg.checkpoint), "space": space_of(net.arch),
+              "arch": net.arch.to_enas_string(), f"{name}_acc": accuracy,
+              "evaluated_on": f"{name} split, {len(split)} images", "params": sum(p.numel() for p in net.parameters()),
+              "wall_time_s": round(time.perf_counter() - start, 2)}
+    write_json_atomic(Path(cfg.paths.output_dir) / RESULT_NAME, result)
+    log.info("%s accuracy %.4f (%s)", name, accuracy, result["evaluated_on"])
     return result

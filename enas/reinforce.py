@@ -5,7 +5,8 @@ src/utils.py `get_train_ops`). For each sampled architecture i of an aggregate o
     R_i = reward_i + entropy_weight * H_i            (H stop-gradient)
     b  <- b - (1 - decay) * (b - R_i)                (updated before the advantage, sample by sample)
     loss_i = -log pi(arch_i) * (R_i - b)
-and one Adam step on the mean of the K losses (SyncReplicasOptimizer averages K gradients).
+and one Adam step on the mean of the K losses (SyncReplicasOptimizer averages K gradients). An `extra_loss` is
+added to that mean: the macro skip penalty, skip_weight * mean_i(penalty_i) (general_controller.py, §3.3).
 """
 from __future__ import annotations
 
@@ -74,9 +75,13 @@ class Reinforce:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        return {"controller/loss": loss.detach(), "controller/reward": rewards.detach().mean(),
-                "controller/entropy": rollout.entropy.detach().mean(), "controller/baseline": baseline.detach(),
-                "controller/advantage": advantage.mean()}
+        metrics = {"controller/loss": loss.detach(), "controller/reward": rewards.detach().mean(),
+                   "controller/entropy": rollout.entropy.detach().mean(), "controller/baseline": baseline.detach(),
+                   "controller/advantage": advantage.mean()}
+        if rollout.skip_rate is not None:  # spaces with skip decisions (macro)
+            metrics["controller/skip_rate"] = rollout.skip_rate.detach().mean()
+            metrics["controller/skip_penalty"] = rollout.skip_penalty.detach().mean()
+        return metrics
 
     def state_dict(self) -> dict:
         return {"baseline": self.baseline, "optimizer": self.optimizer.state_dict()}

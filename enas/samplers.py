@@ -11,8 +11,14 @@ from enas.reinforce import Reinforce
 class ControllerSampler:
     learns_from_rewards = True
 
-    def __init__(self, space, controller: Controller, reinforce: Reinforce, generator: torch.Generator):
+    def __init__(self, space, controller: Controller, reinforce: Reinforce, generator: torch.Generator,
+                 skip_weight: float = 0.0):
+        """skip_weight: weight of the macro skip penalty in the controller loss (0.8 in the official macro
+        search, enas_reference.md §3.3); 0 adds nothing."""
+        if skip_weight < 0:
+            raise ValueError(f"skip_weight must be >= 0, got {skip_weight}")
         self.space, self.controller, self.reinforce, self.generator = space, controller, reinforce, generator
+        self.skip_weight = skip_weight
 
     def sample(self, k: int, with_grad: bool = False) -> tuple[list, Rollout]:
         """k architectures from one batched controller call (one host sync to build the architecture values)."""
@@ -21,7 +27,10 @@ class ControllerSampler:
         return [self.space.from_choices(c) for c in rollout.choices.tolist()], rollout
 
     def update(self, rollout: Rollout, rewards: torch.Tensor) -> dict:
-        return self.reinforce.update(rollout, rewards)
+        extra_loss = None
+        if self.skip_weight and rollout.skip_penalty is not None:
+            extra_loss = self.skip_weight * rollout.skip_penalty.mean()
+        return self.reinforce.update(rollout, rewards, extra_loss=extra_loss)
 
     @torch.no_grad()
     def most_likely(self):

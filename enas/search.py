@@ -23,6 +23,7 @@ from enas.augment import BatchSampler, augment_batch, normalise
 from enas.checkpoint import CHECKPOINT_NAME, save_checkpoint, set_global_rng_state
 from enas.config import SearchTrainerConfig
 from enas.data import Dataset, check_batch_fits
+from enas.optim import sgd_with_restarts
 from enas.judges import shared_weight_rewards, split_accuracy
 from enas.tracking import Tracker
 
@@ -42,10 +43,7 @@ def build_shared_optimizer(net: nn.Module, cfg: SearchTrainerConfig):
     # the fused kernel is one pass over every weight (2.7x faster than foreach here), but it needs a gradient for
     # every parameter, which only the faithful mode guarantees
     kernel = {"fused": True} if cfg.decay_unsampled else {"foreach": True}
-    optimizer = torch.optim.SGD(net.parameters(), lr=cfg.lr_max, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                                weight_decay=cfg.weight_decay, **kernel)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
-        optimizer, T_0=cfg.lr_t0_epochs, T_mult=cfg.lr_t_mult, eta_min=cfg.lr_min)
+    optimizer, scheduler = sgd_with_restarts(net.parameters(), cfg, **kernel)
     if cfg.decay_unsampled:
         for p in net.parameters():
             p.grad = torch.zeros_like(p)
@@ -137,7 +135,7 @@ class SearchLoop:
         for _ in range(self.schedule.num_updates):
             archs, rollout = self.sampler.sample(self.schedule.num_aggregate, with_grad=True)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
-                rewards = shared_weight_rewards(self.net, archs, self._valid_batch)
+                rewards = shared_weight_rewards(self.net, archs, self._valid_batch, dropout=self.cfg.reward_dropout)
             for key, value in self.sampler.update(rollout, rewards).items():
                 totals[key] = totals.get(key, 0) + value
         return {k: v / self.schedule.num_updates for k, v in totals.items()}

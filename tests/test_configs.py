@@ -14,7 +14,8 @@ DATA_OPTIONS = sorted(p.stem for p in (CONF_DIR / "data").glob("*.yaml"))
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_composes_into_typed_config(experiment, tmp_path):
-    config, resolved = compose_config([f"experiment={experiment}"], tmp_path)
+    # arch= only matters to mode=train presets (micro_final_proxy), which require it
+    config, resolved = compose_config([f"experiment={experiment}", "arch=enas_micro_paper"], tmp_path)
     assert isinstance(config, Config)
     assert resolved["paths"]["output_dir"] == str(tmp_path)
 
@@ -63,3 +64,18 @@ def test_key_of_another_data_option_is_rejected(tmp_path):
 def test_bad_values_name_the_value_and_what_is_allowed(override, message, tmp_path):
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
         compose_config([override], tmp_path)
+
+
+@pytest.mark.parametrize("space", ["micro", "macro", "nb201"])
+def test_controller_trainer_and_retrain_follow_the_search_space(space, tmp_path):
+    config, _ = compose_config([f"search_space={space}"], tmp_path)
+    assert config.search_space.name == space
+    expected = {"micro": (0.44, 160, 150, 630), "macro": (1.5, 128, 310, 310), "nb201": (2.5, 128, 250, 200)}[space]
+    assert (config.controller.tanh_op, config.trainer.batch_size, config.trainer.epochs,
+            config.retrain.epochs) == expected
+    assert config.controller.skip_weight == (0.8 if space == "macro" else 0.0)
+
+
+def test_bad_nb201_depth_is_rejected_with_the_rule(tmp_path):
+    with pytest.raises(ValueError, match="multiple of 3"):
+        compose_config(["search_space=nb201", "search_space.num_layers=7"], tmp_path)

@@ -6,17 +6,13 @@ cells); computed node k (k >= 2) picks two inputs among nodes 0..k-1 and one op 
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
-from enas.files import write_json_atomic
-from enas.spaces.base import ArchError
+from enas.spaces.base import (JSON_FORMAT, JSON_VERSION, ArchError, ArchFile, ArchGraph, check_enas_string,
+                              check_json_header)
 
 OPS = ("sep_conv_3x3", "sep_conv_5x5", "avg_pool_3x3", "max_pool_3x3", "identity")  # ENAS op ids 0..4
 NUM_INPUT_NODES = 2
-JSON_FORMAT = "enas-arch"
-JSON_VERSION = 1
 
 # enas_reference.md §5: scripts/cifar10_micro_final.sh
 PUBLISHED_NORMAL = "0 2 0 0 0 4 0 1 0 4 1 1 1 0 0 1 0 2 1 1"
@@ -97,7 +93,7 @@ def _named(cell_name: str, build):
 
 
 @dataclass(frozen=True)
-class MicroArch:
+class MicroArch(ArchFile):
     """A normal cell and a reduction cell with the same number of computed nodes."""
 
     normal: Cell
@@ -114,6 +110,22 @@ class MicroArch:
 
     def cells(self) -> dict[str, Cell]:
         return {"normal": self.normal, "reduce": self.reduce}
+
+    def graphs(self) -> dict[str, ArchGraph]:
+        """{"normal", "reduce"}: cell figures as in the ENAS and DARTS papers.
+
+        Inputs c_{k-2}, c_{k-1} (ids "0", "1"), computed nodes "2".."B+1" with one op-labelled edge per input,
+        and the output c_{k} fed by unlabelled edges from the loose ends it concatenates.
+        """
+        graphs = {}
+        for name, cell in self.cells().items():
+            computed = [(str(k), str(k)) for k in range(NUM_INPUT_NODES, NUM_INPUT_NODES + cell.num_nodes)]
+            nodes = (("0", "c_{k-2}"), ("1", "c_{k-1}"), *computed, ("c_{k}", "c_{k}"))
+            edges = [(str(i), str(k), op) for k, n in enumerate(cell.nodes, start=NUM_INPUT_NODES)
+                     for i, op in ((n.input_a, n.op_a), (n.input_b, n.op_b))]
+            edges += [(str(k), "c_{k}", "") for k in cell.loose_ends()]
+            graphs[name] = ArchGraph(nodes, tuple(edges), ("0", "1"), "c_{k}")
+        return graphs
 
     # --- the ENAS integer string (normal cell's 4B ints, then the reduction cell's) ---
     def to_enas_string(self) -> str:
@@ -147,33 +159,11 @@ class MicroArch:
 
     @classmethod
     def from_json(cls, data: dict) -> "MicroArch":
-        if not isinstance(data, dict):
-            raise ArchError(f"an architecture file holds a JSON object, got {type(data).__name__}")
-        if data.get("format") != JSON_FORMAT or data.get("version") != JSON_VERSION:
-            raise ArchError(f"unsupported architecture file: format={data.get('format')!r} "
-                            f"version={data.get('version')!r}; expected format={JSON_FORMAT!r} version={JSON_VERSION}")
-        if data.get("space") != "micro":
-            raise ArchError(f"architecture space is {data.get('space')!r}; this loader reads 'micro'")
+        check_json_header(data, "micro")
         arch = cls(_named("normal", lambda: _cell_from_json(data.get("normal"), data.get("num_nodes"))),
                    _named("reduce", lambda: _cell_from_json(data.get("reduce"), data.get("num_nodes"))))
-        if "enas_string" in data and (not isinstance(data["enas_string"], str)
-                                      or data["enas_string"].split() != arch.to_enas_string().split()):
-            raise ArchError(f"enas_string {data['enas_string']!r} does not match the cells, which encode "
-                            f"{arch.to_enas_string()!r}")
+        check_enas_string(data, arch, "cells")
         return arch
-
-    def save(self, path: str | Path) -> None:
-        write_json_atomic(path, self.to_json())
-
-    @classmethod
-    def load(cls, path: str | Path) -> "MicroArch":
-        try:
-            data = json.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise ArchError(f"architecture file {str(path)!r} does not exist") from None
-        except json.JSONDecodeError as e:
-            raise ArchError(f"architecture file {str(path)!r} is not valid JSON: {e}") from None
-        return cls.from_json(data)
 
     def __str__(self) -> str:
         return (f"{self.normal.table('normal cell')}\n{self.reduce.table('reduce cell')}\n"
