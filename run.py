@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from enas.bench import run_bench
@@ -35,6 +37,10 @@ def main(cfg: DictConfig) -> float:
     try:
         config: Config = OmegaConf.to_object(cfg)
         validate(config)
+        hydra_cfg = HydraConfig.get()
+        if hydra_cfg.mode == RunMode.MULTIRUN and config.logger.group is None:
+            # the runs of one sweep share a W&B group named after the sweep directory
+            config.logger.group = str(Path(hydra_cfg.sweep.dir)).strip("/").replace("/", "_")
         mode = {"search": run_search, "derive": run_derive, "train": run_train, "eval": run_eval,
                 "bench": run_bench}[config.mode]
         result = mode(config, resolved)

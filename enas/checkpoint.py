@@ -34,6 +34,33 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
     save_torch_atomic(path, {**state, "rng": global_rng_state()})
 
 
+class CheckpointedLoop:
+    """`state_dict` / `load_state_dict` / `save` for a training loop. Expects the attributes epoch, global_step, net,
+    optimizer, scheduler, augment_generator, tracker and run_dir; `stateful` names the loop's other parts with
+    state_dict/load_state_dict (samplers, minibatch streams)."""
+
+    stateful: tuple[str, ...] = ()
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "global_step": self.global_step, "net": self.net.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "augment_generator": self.augment_generator.get_state(), "wandb_id": self.tracker.wandb_id,
+                **{name: getattr(self, name).state_dict() for name in self.stateful}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.global_step = state["epoch"], state["global_step"]
+        self.net.load_state_dict(state["net"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.augment_generator.set_state(state["augment_generator"])
+        for name in self.stateful:
+            getattr(self, name).load_state_dict(state[name])
+        set_global_rng_state(state["rng"])
+
+    def save(self) -> None:
+        save_checkpoint(Path(self.run_dir) / CHECKPOINT_NAME, self.state_dict())
+
+
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict:
     """Load a checkpoint written by `save_checkpoint` (tensors only: safe `weights_only` loading)."""
     path = Path(path)

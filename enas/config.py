@@ -153,6 +153,17 @@ class DeriveConfig:
     top_k: int = 10
     batch_size: int = 500
     max_valid_images: Optional[int] = None
+    prefilter: Optional[str] = None  # "naswot": keep the prefilter_top_k of prefilter_samples by NASWOT score
+    prefilter_samples: int = 1000
+    prefilter_top_k: int = 50
+
+
+@dataclass
+class NaswotConfig:
+    """trainer.strategy=naswot (training-free search) and the NASWOT scoring of derive.prefilter=naswot."""
+
+    num_samples: int = 100
+    batch_size: int = 128
 
 
 @dataclass
@@ -184,6 +195,7 @@ class Config:
     mode: str = "search"
     seed: int = 0
     device: str = "auto"
+    deterministic: bool = False
     resume: bool = True
     load_from: Optional[str] = None
     data: Any = MISSING
@@ -194,13 +206,15 @@ class Config:
     arch: Optional[str] = None
     checkpoint: Optional[str] = None
     derive: DeriveConfig = field(default_factory=DeriveConfig)
+    naswot: NaswotConfig = field(default_factory=NaswotConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
     logger: LoggerConfig = MISSING
     paths: PathsConfig = field(default_factory=PathsConfig)
 
 
 MODES = ("search", "derive", "train", "eval", "bench")
-STRATEGIES = ("enas", "random")
+STRATEGIES = ("enas", "random", "naswot")
+PREFILTERS = ("naswot",)
 
 
 def register_configs() -> None:
@@ -249,6 +263,14 @@ def validate(cfg: Config) -> None:
          "need num_updates >= 0 and num_aggregate >= 1"),
         (cfg.derive.num_samples >= 0 and cfg.derive.top_k >= 1,
          f"derive.num_samples={cfg.derive.num_samples}, top_k={cfg.derive.top_k}; need >= 0 and >= 1"),
+        (cfg.derive.prefilter is None or cfg.derive.prefilter in PREFILTERS,
+         f"derive.prefilter={cfg.derive.prefilter!r}; allowed null (none) or {', '.join(PREFILTERS)}"),
+        (cfg.derive.prefilter_samples >= 1 and cfg.derive.prefilter_top_k >= 1,
+         f"derive.prefilter_samples={cfg.derive.prefilter_samples}, prefilter_top_k={cfg.derive.prefilter_top_k}; "
+         "each must be >= 1"),
+        (cfg.naswot.num_samples >= 1, f"naswot.num_samples={cfg.naswot.num_samples}; must be >= 1"),
+        (cfg.naswot.batch_size >= 2, f"naswot.batch_size={cfg.naswot.batch_size}; must be >= 2 (the score compares "
+                                     "images with each other)"),
         (cfg.retrain.epochs >= 1 and cfg.retrain.batch_size >= 1 and cfg.retrain.eval_batch_size >= 1,
          f"retrain.epochs={cfg.retrain.epochs}, batch_size={cfg.retrain.batch_size}, eval_batch_size="
          f"{cfg.retrain.eval_batch_size}; each must be >= 1"),

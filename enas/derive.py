@@ -4,6 +4,10 @@ each on the whole validation split with the shared weights, rank, and export the
 Reference: enas_reference.md §5 (paper Sec. 2.2 "Deriving Architectures": sample several models, reward each,
 re-train only the best; the official code has no such script, melodyguan/enas#105). We score on the whole
 validation split rather than one minibatch, since one 160-image batch ranks children mostly by noise.
+
+derive.prefilter=naswot (shared/reference/naswot.md §7b, AREA-like): sample derive.prefilter_samples candidates,
+keep the derive.prefilter_top_k best by NASWOT score (each built fresh at the search skeleton), and rank only those
+by shared-weight accuracy; derived.json then lists every candidate with both scores and their Kendall tau.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from enas.config import DeriveConfig
 from enas.data import Dataset
 from enas.files import write_json_atomic
 from enas.judges import split_accuracy
+from enas.naswot import NaswotJudge, score_json
 
 log = logging.getLogger(__name__)
 DERIVED_NAME, BEST_ARCH_NAME = "derived.json", "best_arch.json"
@@ -26,11 +31,13 @@ DERIVED_NAME, BEST_ARCH_NAME = "derived.json", "best_arch.json"
 @dataclass(frozen=True)
 class Candidate:
     arch: object
-    valid_acc: float
+    valid_acc: float | None  # None: dropped by the prefilter, never scored with the shared weights
     source: str  # "sampled" or "most_likely"
+    naswot_score: float | None = None  # derive.prefilter=naswot only; -inf: singular kernel
 
     def to_json(self, rank: int) -> dict:
-        return {"rank": rank, "valid_acc": self.valid_acc, "source": self.source,
+        naswot = {} if self.naswot_score is None else {"naswot_score": score_json(self.naswot_score)}
+        return {"rank": rank, "valid_acc": self.valid_acc, **naswot, "source": self.source,
                 "enas_string": self.arch.to_enas_string(), "arch": self.arch.to_json()}
 
 
@@ -46,26 +53,64 @@ def candidates(sampler, num_samples: int, include_greedy: bool) -> list[tuple[ob
     return list(unique.values())
 
 
-def derive(net: nn.Module, sampler, data: Dataset, cfg: DeriveConfig,
-           memory_format=torch.channels_last) -> list[Candidate]:
-    """Score the candidates on the validation split; best first. One host sync for all scores."""
-    pool = candidates(sampler, cfg.num_samples, cfg.include_greedy)
+def derive(net: nn.Module, sampler, data: Dataset, cfg: DeriveConfig, memory_format=torch.channels_last,
+           naswot: NaswotJudge | None = None) -> list[Candidate]:
+    """Score the candidates on the validation split; best first. One host sync for all scores. With
+    derive.prefilter=naswot (`naswot` scores them) only the NASWOT top-k are scored; the dropped candidates
+    follow, valid_acc None, best NASWOT score first."""
+    pool = candidates(sampler, cfg.prefilter_samples if cfg.prefilter else cfg.num_samples, cfg.include_greedy)
     if not pool:
         raise ValueError("derive has nothing to score: derive.num_samples is 0 and the sampler has no most "
                          "likely architecture (random search); set derive.num_samples >= 1")
+    dropped, naswot_scores = [], {}
+    if cfg.prefilter == "naswot":
+        if naswot is None:
+            raise ValueError("derive.prefilter=naswot needs a NASWOT judge (pipeline.naswot_judge)")
+        pool, dropped, naswot_scores = naswot_prefilter(pool, naswot, cfg.prefilter_top_k)
     log.info("scoring %d candidate architectures on %d validation images", len(pool),
              min(len(data.valid), cfg.max_valid_images or len(data.valid)))
     scores = torch.stack([split_accuracy(net, lambda a=arch: a, data.valid, data.mean, data.std, cfg.batch_size,
                                          memory_format, cfg.max_valid_images) for arch, _ in pool]).tolist()
     ranked = sorted(zip(pool, scores), key=lambda item: -item[1])
-    return [Candidate(arch, acc, source) for (arch, source), acc in ranked]
+    naswot_of = lambda arch: naswot_scores.get(arch.to_enas_string())  # noqa: E731
+    return ([Candidate(arch, acc, source, naswot_of(arch)) for (arch, source), acc in ranked]
+            + [Candidate(arch, None, source, naswot_of(arch)) for arch, source in dropped])
+
+
+def naswot_prefilter(pool: list[tuple[object, str]], naswot: NaswotJudge, top_k: int):
+    """(the top_k of `pool` by NASWOT score, the rest, {enas string: score}); both lists best first."""
+    log.info("prefilter: NASWOT-scoring %d candidate architectures, keeping the best %d", len(pool), top_k)
+    scored = naswot([arch for arch, _ in pool])
+    order = sorted(range(len(pool)), key=lambda i: -scored[i].score)
+    scores = {pool[i][0].to_enas_string(): scored[i].score for i in order}
+    return [pool[i] for i in order[:top_k]], [pool[i] for i in order[top_k:]], scores
+
+
+def kendall_tau(x: list[float], y: list[float]) -> float | None:
+    """Kendall's tau-b of two score lists (ties as in scipy.stats.kendalltau; -inf compares as the lowest);
+    None when fewer than two items or either list is constant."""
+    a, b = torch.tensor(x, dtype=torch.float64), torch.tensor(y, dtype=torch.float64)
+    sign_a = ((a[:, None] > a[None]).int() - (a[:, None] < a[None]).int()).triu(1)
+    sign_b = ((b[:, None] > b[None]).int() - (b[:, None] < b[None]).int()).triu(1)
+    untied_a, untied_b = sign_a.count_nonzero().item(), sign_b.count_nonzero().item()
+    if not untied_a or not untied_b:
+        return None
+    return (sign_a * sign_b).sum().item() / (untied_a * untied_b) ** 0.5
 
 
 def write_derived(run_dir: str | Path, ranked: list[Candidate], top_k: int) -> dict[str, str]:
     """`derived.json` (top-k with scores) and `best_arch.json` (the winner, loadable as an architecture file)."""
     run_dir = Path(run_dir)
-    write_json_atomic(run_dir / DERIVED_NAME, {"num_scored": len(ranked),
-                                               "top": [c.to_json(r) for r, c in enumerate(ranked[:top_k], 1)]})
+    judged = [c for c in ranked if c.valid_acc is not None]
+    derived = {"num_scored": len(judged), "top": [c.to_json(r) for r, c in enumerate(judged[:top_k], 1)]}
+    if any(c.naswot_score is not None for c in ranked):
+        tau = kendall_tau([c.valid_acc for c in judged], [c.naswot_score for c in judged])
+        derived["prefilter"] = {"method": "naswot", "num_candidates": len(ranked), "num_kept": len(judged),
+                                "kendall_tau": tau,  # valid_acc vs naswot_score over the kept candidates
+                                "candidates": [c.to_json(r) for r, c in enumerate(ranked, 1)]}
+        log.info("prefilter: Kendall tau between shared-weight accuracy and NASWOT score over the %d kept: %s",
+                 len(judged), "n/a" if tau is None else f"{tau:.3f}")
+    write_json_atomic(run_dir / DERIVED_NAME, derived)
     best = ranked[0]
     write_json_atomic(run_dir / BEST_ARCH_NAME, {**best.arch.to_json(), "valid_acc": best.valid_acc,
                                                  "source": best.source})

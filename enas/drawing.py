@@ -40,6 +40,7 @@ CURVE_PANELS = (
     ("loss", (("shared/loss", "shared weights (train)"), ("train/loss", "train"))),
     ("learning rate", (("lr", "lr"),)),
     ("skip rate", (("controller/skip_rate", "skip rate"),)),
+    ("NASWOT score", (("naswot/score", "candidate"), ("naswot/best_score", "best so far"))),
 )
 
 
@@ -313,3 +314,36 @@ def _render_curves(panels, x_key: str) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     return buffer.getvalue()
+
+
+# --- score histogram (NASWOT) ---
+def plot_histogram(values: list[float], out_path: str | Path, xlabel: str, title: str = "") -> Path | None:
+    """A PNG histogram of the finite `values` (the count of non-finite ones goes in the title); None if none is
+    finite or drawing fails."""
+    out_path = Path(out_path)
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        log.info("no histogram: none of the %d values is finite", len(values))
+        return None
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazily: only runs that draw need matplotlib
+        from matplotlib.figure import Figure
+        from matplotlib.ticker import MaxNLocator
+
+        fig = Figure(figsize=(5.5, 3.5), dpi=DPI, layout="constrained")
+        FigureCanvasAgg(fig)
+        ax = fig.subplots()
+        ax.hist(finite, bins=min(50, max(5, len(finite) // 4)), color=NODE_COLOR, edgecolor="black", lw=0.5)
+        left_out = len(values) - len(finite)
+        ax.set_title(title + (f" ({left_out} non-finite left out)" if left_out else ""), fontsize=10)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("architectures")
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png")
+        _write_bytes_atomic(out_path, buffer.getvalue())
+        return out_path
+    except Exception as e:  # a picture is never worth stopping a run for
+        log.warning("could not plot a histogram to %s: %r", out_path, e)
+        return None

@@ -62,13 +62,14 @@ class SepConv(nn.Module):
             nn.Conv2d(channels, channels, kernel, groups=channels, bias=False) for _ in range(2))
         self.pointwise = nn.ModuleList(nn.Conv2d(channels, channels, 1, bias=False) for _ in range(2))
         self.bns = nn.ModuleList(batch_norm(channels, track_running_stats) for _ in range(2))
+        self.relus = nn.ModuleList(nn.ReLU() for _ in range(2))  # modules, not F.relu: NASWOT hooks nn.ReLU
         for dw, pw in zip(self.depthwise, self.pointwise):
             he_init_(dw.weight, fan_in or kernel * kernel * channels)
             he_init_(pw.weight, fan_in or channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for i, (dw, pw, bn) in enumerate(zip(self.depthwise, self.pointwise, self.bns)):
-            x = F.relu(x)
+        for i, (relu, dw, pw, bn) in enumerate(zip(self.relus, self.depthwise, self.pointwise, self.bns)):
+            x = relu(x)
             if i == 0 and self.stride > 1:
                 x = F.conv2d(same_pad(x, self.kernel, self.stride), dw.weight, stride=self.stride, groups=dw.groups)
             else:

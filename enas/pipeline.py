@@ -8,6 +8,7 @@ and best_arch.json, a final training final.pt.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -17,10 +18,11 @@ from enas.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from enas.config import Config
 from enas.controller import Controller
 from enas.data import Dataset, DataError, load_cifar10, load_npz, make_synthetic, with_valid_in_train
-from enas.derive import derive, write_derived
-from enas.drawing import draw_arch, plot_curves
+from enas.derive import BEST_ARCH_NAME, derive, write_derived
+from enas.drawing import draw_arch, plot_curves, plot_histogram
 from enas.files import write_json_atomic
 from enas.judges import network_accuracy
+from enas.naswot import SCORES_NAME, NaswotJudge, Scored, rank, score_json, scoring_batch, write_scores
 from enas.networks import build_network, load_arch, load_network, save_network, space_of
 from enas.reinforce import Reinforce
 from enas.retrain import RetrainLoop
@@ -33,6 +35,16 @@ from enas.tracking import Tracker
 
 log = logging.getLogger(__name__)
 RESULT_NAME, NETWORK_NAME = "result.json", "final.pt"
+
+
+def configure_backends(device: torch.device, deterministic: bool) -> None:
+    """cudnn autotuning for speed, or deterministic kernels only (deterministic=true)."""
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # few distinct conv shapes recur across architectures
 
 
 def resolve_device(name: str) -> torch.device:
@@ -66,7 +78,7 @@ def build_space(cfg: Config, data: Dataset):
 
 def build_sampler(cfg: Config, space, device: torch.device):
     generator = torch.Generator(device).manual_seed(cfg.seed + 4)
-    if cfg.trainer.strategy == "random":
+    if cfg.trainer.strategy in ("random", "naswot"):
         return UniformSampler(space, generator)
     c = cfg.controller
     controller = Controller(space.steps(), lstm_size=c.lstm_size, tanh_input=c.tanh_input, tanh_op=c.tanh_op,
@@ -80,8 +92,7 @@ def build_sampler(cfg: Config, space, device: torch.device):
 def build_components(cfg: Config):
     """Data, space, supernet and sampler, built in a fixed order so that a seed fixes every initial weight."""
     device = resolve_device(cfg.device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # few distinct conv shapes recur across architectures
+    configure_backends(device, cfg.deterministic)
     data = build_dataset(cfg.data, device)
     torch.manual_seed(cfg.seed)  # weights and controller init; dropout draws from this state too
     space = build_space(cfg, data)
@@ -93,6 +104,8 @@ def build_components(cfg: Config):
 
 
 def run_search(cfg: Config, resolved_config: dict) -> dict:
+    if cfg.trainer.strategy == "naswot":
+        return run_naswot(cfg, resolved_config)
     start = time.perf_counter()
     run_dir = Path(cfg.paths.output_dir)
     data, _, net, sampler = build_components(cfg)
@@ -136,7 +149,8 @@ def run_derive(cfg: Config, resolved_config: dict) -> dict:
 
 def _derive_and_report(cfg: Config, net, sampler, data, run_dir: Path, tracker: Tracker, start: float,
                        memory_format) -> dict:
-    ranked = derive(net, sampler, data, cfg.derive, memory_format)
+    ranked = derive(net, sampler, data, cfg.derive, memory_format,
+                    naswot=naswot_judge(cfg, data) if cfg.derive.prefilter == "naswot" else None)
     paths = write_derived(run_dir, ranked, cfg.derive.top_k)
     best = ranked[0]
     log.info("best architecture (validation accuracy %.4f with the shared weights, %s):\n%s",
@@ -149,7 +163,7 @@ def _derive_and_report(cfg: Config, net, sampler, data, run_dir: Path, tracker: 
               "wall_time_s": round(time.perf_counter() - start, 2),
               "artefacts": {k: v for k, v in artefacts.items() if Path(v).exists()}}
     write_json_atomic(run_dir / RESULT_NAME, result)
-    _log_artefacts(run_dir, result["artefacts"])
+    _publish(tracker, run_dir, result["artefacts"], ("best_arch", "derived"))
     return result
 
 
@@ -161,9 +175,103 @@ def _pictures(run_dir: Path, arch, stem: str) -> dict[str, str]:
     return {**pictures, **({"curves": str(curves)} if curves else {})}
 
 
+def _publish(tracker: Tracker, run_dir: Path, artefacts: dict[str, str], arch_files: tuple[str, ...]) -> None:
+    """The run's last words: artefacts to W&B (architecture, checkpoint, network, pictures) and their paths logged."""
+    tracker.log_files("architecture", "architecture", [artefacts[k] for k in arch_files if k in artefacts])
+    tracker.log_files("checkpoint", "checkpoint", [artefacts["checkpoint"]] if "checkpoint" in artefacts else [])
+    if "network" in artefacts:
+        tracker.log_files("network", "model", [artefacts["network"]])
+    tracker.log_images({k: v for k, v in artefacts.items() if k.startswith("drawing_") or k == "curves"})
+    _log_artefacts(run_dir, artefacts)
+
+
 def _log_artefacts(run_dir: Path, artefacts: dict[str, str]) -> None:
     width = max(map(len, artefacts), default=0)
     log.info("artefacts in %s:\n%s", run_dir, "\n".join(f"  {k:<{width}}  {v}" for k, v in artefacts.items()))
+
+
+# --- training-free search (NASWOT) ----------------------------------------------------------------------------
+def skeleton_kwargs(cfg: Config, data: Dataset) -> dict:
+    """Constructor arguments of the fixed network at the search skeleton (search_space widths and depths; aux head
+    and drop-path off): the one skeleton every NASWOT candidate is built at (scores compare only there, naswot.md
+    §6.6). Micro: the final-graph cells at the search C and num_layers; macro: channels double at reductions."""
+    s, shape = cfg.search_space, dict(num_classes=data.num_classes, in_channels=data.train.x.shape[1])
+    if s.name == "macro":
+        return dict(num_layers=s.num_layers, channels=s.channels, dropout=s.dropout, **shape)
+    if s.name == "nb201":
+        return dict(channels=s.channels, cells_per_stage=s.num_layers // 3, **shape)
+    return dict(num_layers=s.num_layers, channels=s.channels, image_size=data.train.x.shape[-1], dropout=s.dropout,
+                aux_head=False, drop_path_keep=1.0, **shape)
+
+
+def naswot_judge(cfg: Config, data: Dataset) -> NaswotJudge:
+    """Fresh networks at the search skeleton, each scored on the same naswot.batch_size training images."""
+    memory_format = torch.channels_last if cfg.trainer.channels_last else torch.contiguous_format
+    kwargs = skeleton_kwargs(cfg, data)
+    images = scoring_batch(data, cfg.naswot.batch_size, cfg.seed + 5, memory_format)
+    return NaswotJudge(lambda arch: build_network(arch, **kwargs), images, cfg.seed, memory_format)
+
+
+def run_naswot(cfg: Config, resolved_config: dict) -> dict:
+    """Training-free search (naswot.md §7a): naswot.num_samples uniform architectures, each scored by NASWOT at a
+    fresh initialisation; every score goes to scores.jsonl, the best is written like any search's winner."""
+    start = time.perf_counter()
+    run_dir = Path(cfg.paths.output_dir)
+    device = resolve_device(cfg.device)
+    configure_backends(device, cfg.deterministic)
+    data = build_dataset(cfg.data, device)
+    sampler = build_sampler(cfg, build_space(cfg, data), device)
+    judge = naswot_judge(cfg, data)
+    tracker = Tracker(run_dir, cfg.logger, resolved_config)
+    try:
+        archs, _ = sampler.sample(cfg.naswot.num_samples)
+        log.info("NASWOT: scoring %d uniform %s architectures on %d training images, skeleton %s, on %s",
+                 len(archs), cfg.search_space.name, cfg.naswot.batch_size, skeleton_kwargs(cfg, data), device)
+        best = [float("-inf")]
+
+        def on_scored(i: int, s: Scored) -> None:
+            best[0] = max(best[0], s.score)
+            tracker.log(_naswot_metrics(s, best[0]), step=i)
+            if (i + 1) % max(1, len(archs) // 10) == 0:
+                log.info("NASWOT %d/%d  best score %.3f", i + 1, len(archs), best[0])
+
+        return _report_naswot(cfg, data, judge(archs, on_scored), run_dir, tracker, start)
+    finally:
+        tracker.finish()
+
+
+def _naswot_metrics(s: Scored, best: float) -> dict:
+    """One candidate's record; -inf scores (singular K) are left out rather than written as non-standard JSON."""
+    scores = {"naswot/score": s.score, "naswot/best_score": best}
+    return {**{k: v for k, v in scores.items() if v > float("-inf")}, "naswot/singular": int(s.score == float("-inf")),
+            "naswot/params": s.params, "naswot/time_s": s.time_s}
+
+
+def _report_naswot(cfg: Config, data: Dataset, scored: list[Scored], run_dir: Path, tracker: Tracker,
+                   start: float) -> dict:
+    best, singular = rank(scored)[0], sum(s.score == float("-inf") for s in scored)
+    log.info("best architecture (NASWOT score %.3f, %s parameters at the search skeleton; %d of %d singular):\n%s",
+             best.score, f"{best.params:,}", singular, len(scored), best.arch)
+    write_json_atomic(run_dir / BEST_ARCH_NAME, {**best.arch.to_json(), "naswot_score": score_json(best.score),
+                                                 "params": best.params, "source": "naswot"})
+    tracker.summary({"naswot/best_score": score_json(best.score), "naswot/best_params": best.params,
+                     "naswot/num_singular": singular})
+    histogram = plot_histogram([s.score for s in scored], run_dir / "naswot_scores.png", "NASWOT score (log|det K|)",
+                               f"{len(scored)} {cfg.search_space.name} architectures, {cfg.naswot.batch_size} images")
+    artefacts = {"metrics": str(run_dir / "metrics.jsonl"), "scores": str(write_scores(run_dir / SCORES_NAME, scored)),
+                 "best_arch": str(run_dir / BEST_ARCH_NAME), **({"histogram": str(histogram)} if histogram else {}),
+                 **_pictures(run_dir, best.arch, "best_arch")}
+    result = {"mode": cfg.mode, "space": cfg.search_space.name, "strategy": "naswot",
+              "best_arch": best.arch.to_enas_string(), "best_score": score_json(best.score),
+              "best_params": best.params, "num_scored": len(scored), "num_singular": singular,
+              "batch_size": cfg.naswot.batch_size, "seed": cfg.seed, "skeleton": skeleton_kwargs(cfg, data),
+              "scoring_time_s": round(sum(s.time_s for s in scored), 2),
+              "wall_time_s": round(time.perf_counter() - start, 2),
+              "artefacts": {k: v for k, v in artefacts.items() if Path(v).exists()}}
+    write_json_atomic(run_dir / RESULT_NAME, result)
+    tracker.log_images({"naswot_scores": histogram} if histogram else {})
+    _publish(tracker, run_dir, result["artefacts"], ("best_arch", "scores"))
+    return result
 
 
 # --- final training -------------------------------------------------------------------------------------------
@@ -199,8 +307,7 @@ def run_train(cfg: Config, resolved_config: dict) -> dict:
                          f"{cfg.search_space.name}; add search_space={space_of(arch)} (it also picks that space's "
                          "retrain recipe)")
     device = resolve_device(cfg.device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+    configure_backends(device, cfg.deterministic)
     data, eval_split, eval_name = _held_out(build_dataset(cfg.data, device), cfg.retrain.train_on_valid)
     torch.manual_seed(cfg.seed)
     kwargs = network_kwargs(arch, cfg.retrain, data)
@@ -234,7 +341,7 @@ def run_train(cfg: Config, resolved_config: dict) -> dict:
         write_json_atomic(run_dir / RESULT_NAME, result)
         log.info("%s accuracy %.4f after %d epochs (%s parameters)", eval_name, accuracy, loop.epoch,
                  f"{num_params:,}")
-        _log_artefacts(run_dir, result["artefacts"])
+        _publish(tracker, run_dir, result["artefacts"], ())
         return result
     finally:
         tracker.finish()

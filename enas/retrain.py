@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from enas.augment import BatchSampler, augment_batch
-from enas.checkpoint import CHECKPOINT_NAME, save_checkpoint, set_global_rng_state
+from enas.checkpoint import CheckpointedLoop
 from enas.config import RetrainConfig
 from enas.data import Dataset, Split, check_batch_fits
 from enas.judges import network_accuracy
@@ -25,8 +25,10 @@ from enas.tracking import Tracker
 log = logging.getLogger(__name__)
 
 
-class RetrainLoop:
+class RetrainLoop(CheckpointedLoop):
     """Trains `net` on `data.train`; reports accuracy on `eval_split` (named `eval_name`: "test" or "valid")."""
+
+    stateful = ("batches",)  # checkpointed besides the weights and optimiser
 
     def __init__(self, net: nn.Module, data: Dataset, eval_split: Split, eval_name: str, cfg: RetrainConfig,
                  run_dir: str | Path, tracker: Tracker, seed: int = 0):
@@ -99,22 +101,3 @@ class RetrainLoop:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
             return network_accuracy(self.net, self.eval_split, self.data.mean, self.data.std, self.cfg.eval_batch_size,
                                     self.memory_format)
-
-    # --- checkpoint ------------------------------------------------------------------------------------------
-    def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "global_step": self.global_step, "net": self.net.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "augment_generator": self.augment_generator.get_state(), "batches": self.batches.state_dict(),
-                "wandb_id": self.tracker.wandb_id}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.epoch, self.global_step = state["epoch"], state["global_step"]
-        self.net.load_state_dict(state["net"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.augment_generator.set_state(state["augment_generator"])
-        self.batches.load_state_dict(state["batches"])
-        set_global_rng_state(state["rng"])
-
-    def save(self) -> None:
-        save_checkpoint(self.run_dir / CHECKPOINT_NAME, self.state_dict())

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from enas.augment import BatchSampler, augment_batch, normalise
-from enas.checkpoint import CHECKPOINT_NAME, save_checkpoint, set_global_rng_state
+from enas.checkpoint import CheckpointedLoop
 from enas.config import SearchTrainerConfig
 from enas.data import Dataset, check_batch_fits
 from enas.optim import sgd_with_restarts
@@ -50,7 +50,9 @@ def build_shared_optimizer(net: nn.Module, cfg: SearchTrainerConfig):
     return optimizer, scheduler
 
 
-class SearchLoop:
+class SearchLoop(CheckpointedLoop):
+    stateful = ("sampler", "train_batches", "valid_batches")  # checkpointed besides the weights and optimiser
+
     def __init__(self, net: nn.Module, sampler, data: Dataset, cfg: SearchTrainerConfig,
                  schedule: ControllerSchedule, aux_weight: float, run_dir: str | Path, tracker: Tracker,
                  seed: int = 0):
@@ -68,6 +70,7 @@ class SearchLoop:
         self.valid_batches = BatchSampler(len(data.valid), cfg.batch_size,
                                           torch.Generator(self.device).manual_seed(seed + 3))
         self.epoch, self.global_step = 0, 0
+        self._sampled: tuple[list, torch.Tensor] | None = None  # the sampler phase's architectures and rewards
 
     # --- one epoch -------------------------------------------------------------------------------------------
     def run(self, epochs: int) -> dict:
@@ -77,6 +80,7 @@ class SearchLoop:
             timings, metrics = {}, {}
             with _timer(timings, "time/shared_s", self.device):
                 metrics.update(self.train_shared())
+            timings["time/shared_images_per_s"] = len(self.train_batches) * self.cfg.batch_size / timings["time/shared_s"]
             if self.schedule.num_updates > 0 and self.sampler.learns_from_rewards:
                 with _timer(timings, "time/controller_s", self.device):
                     metrics.update(self.train_sampler())
@@ -89,8 +93,10 @@ class SearchLoop:
             with _timer(timings, "time/checkpoint_s", self.device):
                 self.save()
             record = self.tracker.log({"epoch": self.epoch, **metrics, **timings}, step=self.global_step)
+            self._log_sampled()
             log.info("epoch %d/%d  %s", self.epoch, epochs,
-                     "  ".join(f"{k}={v:.4g}" for k, v in record.items() if k not in ("epoch", "step")))
+                     "  ".join(f"{k}={v:.4g}" for k, v in record.items()
+                               if k not in ("epoch", "step") and not k.startswith("ops/")))
         return record
 
     def shared_step(self, idx: torch.Tensor, arch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -111,6 +117,7 @@ class SearchLoop:
     def train_shared(self) -> dict:
         self.net.train()
         archs, _ = self.sampler.sample(len(self.train_batches))
+        frequencies = op_frequencies(self.sampler.space, archs)
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         seen = 0
@@ -123,7 +130,7 @@ class SearchLoop:
             if step % self.cfg.log_every_steps == 0:  # the only host sync of the pass
                 log.info("epoch %d step %d/%d  shared/loss=%.4f  shared/acc=%.4f", self.epoch + 1, step,
                          len(archs), (loss_sum / step).item(), (correct / seen).item())
-        return {"shared/loss": loss_sum / len(archs), "shared/acc": correct / seen}
+        return {"shared/loss": loss_sum / len(archs), "shared/acc": correct / seen, **frequencies}
 
     def _valid_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         idx = self.valid_batches.next_batch()
@@ -132,13 +139,26 @@ class SearchLoop:
 
     def train_sampler(self) -> dict:
         totals: dict[str, torch.Tensor] = {}
+        sampled, rewards_seen = [], []
         for _ in range(self.schedule.num_updates):
             archs, rollout = self.sampler.sample(self.schedule.num_aggregate, with_grad=True)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
                 rewards = shared_weight_rewards(self.net, archs, self._valid_batch, dropout=self.cfg.reward_dropout)
             for key, value in self.sampler.update(rollout, rewards).items():
                 totals[key] = totals.get(key, 0) + value
+            sampled += archs
+            rewards_seen.append(rewards)
+        self._sampled = (sampled, torch.cat(rewards_seen))
         return {k: v / self.schedule.num_updates for k, v in totals.items()}
+
+    def _log_sampled(self) -> None:
+        """The epoch's rewarded architectures as a table (sampled_archs.jsonl, W&B): one host sync per epoch."""
+        sampled, self._sampled = self._sampled, None
+        if sampled is not None:
+            archs, rewards = sampled
+            self.tracker.log_rows("sampled_archs", [
+                {"epoch": self.epoch, "arch": arch.to_enas_string(), "reward": reward}
+                for arch, reward in zip(archs, rewards.tolist())], step=self.global_step)
 
     def evaluate(self) -> torch.Tensor:
         """Validation accuracy with a freshly sampled child per batch, as the official search logs it."""
@@ -146,27 +166,24 @@ class SearchLoop:
             return split_accuracy(self.net, lambda: self.sampler.sample(1)[0][0], self.data.valid, self.data.mean,
                                   self.data.std, self.cfg.batch_size, self.memory_format)
 
-    # --- checkpoint ------------------------------------------------------------------------------------------
-    def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "global_step": self.global_step, "net": self.net.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "sampler": self.sampler.state_dict(), "augment_generator": self.augment_generator.get_state(),
-                "train_batches": self.train_batches.state_dict(), "valid_batches": self.valid_batches.state_dict(),
-                "wandb_id": self.tracker.wandb_id}
 
-    def load_state_dict(self, state: dict) -> None:
-        self.epoch, self.global_step = state["epoch"], state["global_step"]
-        self.net.load_state_dict(state["net"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.sampler.load_state_dict(state["sampler"])
-        self.augment_generator.set_state(state["augment_generator"])
-        self.train_batches.load_state_dict(state["train_batches"])
-        self.valid_batches.load_state_dict(state["valid_batches"])
-        set_global_rng_state(state["rng"])
-
-    def save(self) -> None:
-        save_checkpoint(self.run_dir / CHECKPOINT_NAME, self.state_dict())
+def op_frequencies(space, archs: list) -> dict[str, float]:
+    """Share of each op among all op decisions of `archs` (the controller's op preferences): {"ops/<name>": share}."""
+    names = getattr(space, "op_names", None)
+    if not names or not archs:
+        return {}
+    columns, at = [], 0
+    for step in space.steps():  # positions of the op decisions among a rollout's choices
+        if step.kind == "op":
+            columns.append(at)
+        at += step.num_columns if step.is_choice else 0
+    counts = [0] * len(names)
+    for arch in archs:
+        choices = space.to_choices(arch)
+        for c in columns:
+            counts[choices[c]] += 1
+    total = sum(counts)
+    return {f"ops/{name}": n / total for name, n in zip(names, counts)}
 
 
 class _timer:

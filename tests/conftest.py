@@ -9,6 +9,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from enas.config import Config, register_configs, validate
+from enas.spaces.base import ArchError
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
@@ -32,3 +33,11 @@ def smoke(tmp_path):
     def make(*overrides: str, name: str = "run") -> tuple[Config, dict]:
         return compose_config(["experiment=smoke", *overrides], tmp_path / name)
     return make
+
+
+def assert_arch_error(build, *fragments: str) -> None:
+    """`build()` raises ArchError and the message contains every fragment (where, the bad value, what is allowed)."""
+    with pytest.raises(ArchError) as info:
+        build()
+    for fragment in fragments:
+        assert fragment in str(info.value), f"{fragment!r} missing from {str(info.value)!r}"

@@ -5,11 +5,17 @@ import json
 
 import pytest
 import torch
+from conftest import assert_arch_error
 
-from enas.spaces.base import ArchError
 from enas.spaces.micro import MicroSpace
-from enas.spaces.micro_arch import (PUBLISHED_NORMAL, PUBLISHED_REDUCE, Cell, MicroArch, Node,
-                                    published_arch)
+from enas.spaces.micro_arch import (
+    PUBLISHED_NORMAL,
+    PUBLISHED_REDUCE,
+    Cell,
+    MicroArch,
+    Node,
+    published_arch,
+)
 
 SEP3, SEP5, AVG, MAX, ID = "sep_conv_3x3", "sep_conv_5x5", "avg_pool_3x3", "max_pool_3x3", "identity"
 PUBLISHED_STRING = f"{PUBLISHED_NORMAL} {PUBLISHED_REDUCE}"
@@ -22,14 +28,6 @@ def random_arch(seed: int, num_nodes: int = 5) -> MicroArch:
 
 def published_json() -> dict:
     return published_arch().to_json()
-
-
-def assert_arch_error(build, *fragments: str) -> None:
-    """`build()` raises ArchError and the message contains every fragment (cell, node, what is allowed)."""
-    with pytest.raises(ArchError) as info:
-        build()
-    for fragment in fragments:
-        assert fragment in str(info.value), f"{fragment!r} missing from {str(info.value)!r}"
 
 
 # ---------------------------------------------------------------------------------- the published cells

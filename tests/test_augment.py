@@ -6,7 +6,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from enas.augment import BatchSampler, augment_batch, cutout, normalise, random_crop, random_flip
+from enas.augment import (
+    BatchSampler,
+    augment_batch,
+    cutout,
+    normalise,
+    random_crop,
+    random_flip,
+)
 from enas.data import make_synthetic
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.25, 0.2, 0.1)

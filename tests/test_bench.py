@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 from conftest import compose_config
+
 from enas.bench import run_bench
 
 

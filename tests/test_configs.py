@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import pytest
+from conftest import CONF_DIR, compose_config
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
-from conftest import CONF_DIR, compose_config
 from enas.config import Config, SyntheticData
 
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))

@@ -9,7 +9,14 @@ import pytest
 import torch
 import torchvision.datasets.cifar
 
-from enas.data import DataError, Split, check_batch_fits, load_cifar10, load_npz, make_synthetic
+from enas.data import (
+    DataError,
+    Split,
+    check_batch_fits,
+    load_cifar10,
+    load_npz,
+    make_synthetic,
+)
 
 PER_BATCH = 10  # images per fake CIFAR batch file: 50 train, 10 test
 

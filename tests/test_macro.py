@@ -8,14 +8,21 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import assert_arch_error
 
 from enas.controller import Controller
 from enas.reinforce import Reinforce
 from enas.samplers import ControllerSampler
-from enas.spaces.base import ArchError, Step
+from enas.spaces.base import Step
 from enas.spaces.macro import MacroSpace
-from enas.spaces.macro_arch import (OPS, PUBLISHED_MACRO, MacroArch, MacroLayer, published_macro_arch,
-                                    reduction_layers)
+from enas.spaces.macro_arch import (
+    OPS,
+    PUBLISHED_MACRO,
+    MacroArch,
+    MacroLayer,
+    published_macro_arch,
+    reduction_layers,
+)
 from enas.spaces.macro_supernet import MacroNetwork, MacroSupernet
 
 SEEDS = range(6)
@@ -46,13 +53,6 @@ def arch_of(*layers: tuple[str, tuple[int, ...]]) -> MacroArch:
 def images(n: int = 4, size: int = 16, seed: int = 0) -> torch.Tensor:
     x = torch.randn(n, 3, size, size, generator=gen(seed))
     return x.to(memory_format=torch.channels_last)
-
-
-def assert_arch_error(build, *fragments: str) -> None:
-    with pytest.raises(ArchError) as info:
-        build()
-    for fragment in fragments:
-        assert fragment in str(info.value), f"{fragment!r} missing from {str(info.value)!r}"
 
 
 # ------------------------------------------------------------------------------------- the published arc

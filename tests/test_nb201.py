@@ -7,15 +7,30 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import assert_arch_error
 from torch import nn
 
 from enas.controller import Controller
-from enas.spaces.base import ArchError, Step
+from enas.spaces.base import Step
 from enas.spaces.micro_arch import JSON_FORMAT, JSON_VERSION
 from enas.spaces.nb201 import Nb201Space
-from enas.spaces.nb201_arch import (ALL_CONV3, ALL_SKIP, BEST_CIFAR10, EDGES, INDEX_1, OPS, Nb201Arch,
-                                    all_archs)
-from enas.spaces.nb201_supernet import FixedCell, Nb201Network, Nb201Supernet, SearchCell, weight_free_op
+from enas.spaces.nb201_arch import (
+    ALL_CONV3,
+    ALL_SKIP,
+    BEST_CIFAR10,
+    EDGES,
+    INDEX_1,
+    OPS,
+    Nb201Arch,
+    all_archs,
+)
+from enas.spaces.nb201_supernet import (
+    FixedCell,
+    Nb201Network,
+    Nb201Supernet,
+    SearchCell,
+    weight_free_op,
+)
 
 NONE, SKIP, CONV1, CONV3, POOL = OPS
 SMALL = dict(channels=4, cells_per_stage=1)  # 3 cells at 4, 8, 16 channels
@@ -53,13 +68,6 @@ def small_network(cell: Nb201Arch, **overrides) -> Nb201Network:
 
 def num_params(net: nn.Module) -> int:
     return sum(p.numel() for p in net.parameters())
-
-
-def assert_arch_error(build, *fragments: str) -> None:
-    with pytest.raises(ArchError) as info:
-        build()
-    for fragment in fragments:
-        assert fragment in str(info.value), f"{fragment!r} missing from {str(info.value)!r}"
 
 
 # ---------------------------------------------------------------------------------------- encodings

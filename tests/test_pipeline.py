@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 import torch
-
 from conftest import ROOT
+
 from enas.pipeline import run_derive, run_search
 from enas.spaces.micro_arch import MicroArch
 
@@ -43,11 +43,11 @@ def test_smoke_experiment_runs_from_the_command_line_and_writes_every_artefact(t
 
 
 def test_resumed_search_equals_uninterrupted_search(smoke, tmp_path):
-    full_cfg, full_resolved = smoke("trainer.epochs=2", name="full")
+    full_cfg, full_resolved = smoke("trainer.epochs=2", "deterministic=true", name="full")
     run_search(full_cfg, full_resolved)
-    part_cfg, part_resolved = smoke("trainer.epochs=1", name="part")
+    part_cfg, part_resolved = smoke("trainer.epochs=1", "deterministic=true", name="part")
     run_search(part_cfg, part_resolved)  # "interrupted" after epoch 1: last.pt is all that survives
-    resumed_cfg, resumed_resolved = smoke("trainer.epochs=2", name="part")
+    resumed_cfg, resumed_resolved = smoke("trainer.epochs=2", "deterministic=true", name="part")
     run_search(resumed_cfg, resumed_resolved)
 
     full = torch.load(tmp_path / "full" / "last.pt", weights_only=True)
@@ -61,6 +61,9 @@ def test_resumed_search_equals_uninterrupted_search(smoke, tmp_path):
     assert [strip(r) for r in _records(tmp_path / "part")] == [strip(r) for r in _records(tmp_path / "full")]
     assert (json.loads((tmp_path / "part" / "best_arch.json").read_text())
             == json.loads((tmp_path / "full" / "best_arch.json").read_text()))
+    # the sampler phase's table survives the interruption exactly: no epoch twice, none lost
+    assert ((tmp_path / "part" / "sampled_archs.jsonl").read_text()
+            == (tmp_path / "full" / "sampled_archs.jsonl").read_text())
 
 
 def test_derive_mode_loads_a_saved_run(smoke, tmp_path):
@@ -110,6 +113,22 @@ def test_npz_with_labels_out_of_range_is_rejected_by_the_cli(tmp_path):
 def test_unknown_config_key_exits_nonzero(tmp_path):
     proc = _run("experiment=smoke", f"hydra.run.dir={tmp_path}", "trainer.nonsense=1")
     assert proc.returncode != 0 and "nonsense" in proc.stderr
+
+
+def test_offline_wandb_run_holds_the_tables_images_and_artefacts(smoke, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")  # no account, no network: `wandb sync` can push it later
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    config, resolved = smoke("logger=wandb", "trainer.epochs=1")
+    run_search(config, resolved)
+    runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+    files = {p.name for p in (runs[0] / "files").rglob("*")}
+    assert any(name.startswith("sampled_archs") and name.endswith(".table.json") for name in files), files
+    assert any(name.endswith(".png") for name in files), files  # drawings and curves as W&B images
+    record = _records(tmp_path / "run")[0]
+    assert {"epoch", "shared/loss", "shared/acc", "controller/reward", "controller/baseline", "controller/entropy",
+            "valid/acc", "lr", "time/shared_images_per_s", "time/shared_s"} <= set(record)
+    assert abs(sum(v for k, v in record.items() if k.startswith("ops/")) - 1) < 1e-9
 
 
 def test_wandb_logger_keeps_the_local_record(smoke, tmp_path, monkeypatch):

@@ -49,8 +49,8 @@ def test_derive_mode_works_for_macro(smoke, tmp_path):
 @pytest.mark.parametrize("space", SPACES)
 def test_random_strategy_samples_uniformly_and_has_no_controller(smoke, space):
     cfg, _ = smoke(f"search_space={space}", "trainer.strategy=random")
-    from enas.pipeline import build_space  # noqa: PLC0415 (the data only sizes the space here)
     from enas.data import make_synthetic  # noqa: PLC0415
+    from enas.pipeline import build_space  # noqa: PLC0415 (the data only sizes the space here)
     space_obj = build_space(cfg, make_synthetic(8, 8, image_size=16))
     sampler = build_sampler(cfg, space_obj, torch.device("cpu"))
     assert isinstance(sampler, UniformSampler) and not hasattr(sampler, "controller")

@@ -18,6 +18,7 @@ from enas.spaces.macro_supernet import MacroNetwork, MacroSupernet
 
 class MacroSpace:
     name = "macro"
+    op_names = OPS
 
     def __init__(self, num_layers: int = 12, channels: int = 36, num_classes: int = 10, in_channels: int = 3,
                  dropout: float = 0.1):

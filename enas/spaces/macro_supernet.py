@@ -149,13 +149,15 @@ class FixedLayer(nn.Module):
                                      batch_norm(channels, track_running_stats=True))
         self.combine = (conv1x1_bn((num_skips + 1) * channels, channels, track_running_stats=True)
                         if num_skips is not None else None)
+        # modules, not torch.relu: NASWOT hooks nn.ReLU (no parameters, so the state dict is unchanged)
+        self.relu_inp, self.relu_out, self.relu_combine = nn.ReLU(), nn.ReLU(), nn.ReLU()
 
     def forward(self, x: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
-        out = self.inp(torch.relu(x))
-        out = pool(out, self.op[:3]) if self.op.endswith("pool_3x3") else self.out(torch.relu(out))
+        out = self.inp(self.relu_inp(x))
+        out = pool(out, self.op[:3]) if self.op.endswith("pool_3x3") else self.out(self.relu_out(out))
         if self.combine is None:
             return out
-        return self.combine(torch.relu(torch.cat([*skips, out], dim=1)))
+        return self.combine(self.relu_combine(torch.cat([*skips, out], dim=1)))
 
 
 class MacroNetwork(nn.Module):

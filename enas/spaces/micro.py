@@ -21,6 +21,7 @@ NORMAL_OP_BIAS = (0.25, 0.25, -0.25, -0.25, -0.25)  # micro_controller.py `b_sof
 
 class MicroSpace:
     name = "micro"
+    op_names = OPS
 
     def __init__(self, num_nodes: int = 5, num_layers: int = 6, channels: int = 20, num_classes: int = 10,
                  image_size: int = 32, in_channels: int = 3, dropout: float = 0.1, aux_head: bool = False,

@@ -14,7 +14,6 @@ Reference: enas_reference.md §1.2-§1.8 and §9 (melodyguan/enas src/cifar10/mi
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from enas.ops import AuxHead, FactorizedReduce, ReLUFactorizedReduce, SepConv, batch_norm, conv_bn, he_init_, pool
@@ -143,6 +142,7 @@ class MicroNetwork(nn.Module):
             shapes = [shapes[1], (cell.out_channels, size)]
             if i == self.aux_position:
                 self.aux_head = AuxHead(cell.out_channels, size, num_classes, track_running_stats=True)
+        self.relu = nn.ReLU()  # a module, not F.relu: NASWOT hooks nn.ReLU
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(shapes[1][0], num_classes, bias=False)
         he_init_(self.classifier.weight, shapes[1][0])
@@ -155,7 +155,7 @@ class MicroNetwork(nn.Module):
             h0, h1 = h1, cell(h0, h1, keep)
             if i == self.aux_position and self.training:
                 aux_logits = self.aux_head(h1)
-        logits = self.classifier(self.dropout(F.relu(h1).mean((2, 3))))
+        logits = self.classifier(self.dropout(self.relu(h1).mean((2, 3))))
         return logits, aux_logits
 
     def num_params(self, include_aux: bool = False) -> int:

@@ -20,6 +20,7 @@ class Nb201Space:
     the benchmark's affine BNs with running statistics."""
 
     name = "nb201"
+    op_names = OPS
 
     def __init__(self, channels: int = 16, cells_per_stage: int = 5, num_classes: int = 10, in_channels: int = 3,
                  affine: bool = False, track_running_stats: bool = False):

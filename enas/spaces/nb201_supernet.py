@@ -52,10 +52,11 @@ class Head(nn.Module):
     def __init__(self, channels: int, num_classes: int, track_running_stats: bool):
         super().__init__()
         self.bn = nn.BatchNorm2d(channels, track_running_stats=track_running_stats)
+        self.relu = nn.ReLU()  # a module, not F.relu: NASWOT hooks nn.ReLU
         self.classifier = nn.Linear(channels, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(F.relu(self.bn(x)).mean((2, 3)))
+        return self.classifier(self.relu(self.bn(x)).mean((2, 3)))
 
 
 def stem(in_channels: int, channels: int, track_running_stats: bool) -> nn.Sequential:
