@@ -24,6 +24,7 @@ from enas.files import write_json_atomic
 from enas.judges import network_accuracy
 from enas.naswot import SCORES_NAME, NaswotJudge, Scored, rank, score_json, scoring_batch, write_scores
 from enas.networks import build_network, load_arch, load_network, save_network, space_of
+from enas.progress import ProgressBars
 from enas.reinforce import Reinforce
 from enas.retrain import RetrainLoop
 from enas.samplers import ControllerSampler, UniformSampler
@@ -116,7 +117,7 @@ def run_search(cfg: Config, resolved_config: dict) -> dict:
     try:
         loop = SearchLoop(net, sampler, data, cfg.trainer,
                           ControllerSchedule(cfg.controller.num_updates, cfg.controller.num_aggregate),
-                          cfg.search_space.aux_weight, run_dir, tracker, seed=cfg.seed)
+                          cfg.search_space.aux_weight, run_dir, tracker, seed=cfg.seed, progress=ProgressBars())
         if state is not None:
             loop.load_state_dict(state)
             log.info("resuming from %s at epoch %d", checkpoint_path, loop.epoch)
@@ -322,7 +323,8 @@ def run_train(cfg: Config, resolved_config: dict) -> dict:
     tracker = Tracker(run_dir, cfg.logger, resolved_config, resume_epoch=state["epoch"] if state else None,
                       wandb_id=state.get("wandb_id") if state else None)
     try:
-        loop = RetrainLoop(net, data, eval_split, eval_name, cfg.retrain, run_dir, tracker, seed=cfg.seed)
+        loop = RetrainLoop(net, data, eval_split, eval_name, cfg.retrain, run_dir, tracker, seed=cfg.seed,
+                           progress=ProgressBars())
         if state is not None:
             loop.load_state_dict(state)
             log.info("resuming from %s at epoch %d", checkpoint_path, loop.epoch)

@@ -20,6 +20,7 @@ from enas.config import RetrainConfig
 from enas.data import Dataset, Split, check_batch_fits
 from enas.judges import network_accuracy
 from enas.optim import sgd_with_restarts
+from enas.progress import ProgressBars
 from enas.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -31,9 +32,10 @@ class RetrainLoop(CheckpointedLoop):
     stateful = ("batches",)  # checkpointed besides the weights and optimiser
 
     def __init__(self, net: nn.Module, data: Dataset, eval_split: Split, eval_name: str, cfg: RetrainConfig,
-                 run_dir: str | Path, tracker: Tracker, seed: int = 0):
+                 run_dir: str | Path, tracker: Tracker, seed: int = 0, progress: ProgressBars | None = None):
         self.net, self.data, self.cfg, self.run_dir, self.tracker = net, data, cfg, Path(run_dir), tracker
         self.eval_split, self.eval_name = eval_split, eval_name
+        self.progress = progress or ProgressBars(enabled=False)
         self.device = data.train.x.device
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         check_batch_fits(data.train, cfg.batch_size, "train")
@@ -46,7 +48,12 @@ class RetrainLoop(CheckpointedLoop):
 
     def run(self) -> dict:
         """Train until `cfg.epochs`; returns the last epoch's record (with `<eval_name>/acc` when evaluated)."""
+        with self.progress:
+            return self._run()
+
+    def _run(self) -> dict:
         record: dict = {}
+        epoch_bar = self.progress.add("epochs", self.cfg.epochs, completed=self.epoch)
         while self.epoch < self.cfg.epochs:
             metrics = self.train_epoch()
             last = self.epoch + 1 == self.cfg.epochs
@@ -59,6 +66,8 @@ class RetrainLoop(CheckpointedLoop):
             record = self.tracker.log({"epoch": self.epoch, **metrics}, step=self.global_step)
             log.info("epoch %d/%d  %s", self.epoch, self.cfg.epochs,
                      "  ".join(f"{k}={v:.4g}" for k, v in record.items() if k not in ("epoch", "step")))
+            self.progress.advance(epoch_bar)
+            self.progress.postfix(epoch_bar, **{k: v for k, v in record.items() if k not in ("epoch", "step")})
         return record
 
     def train_step(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -86,15 +95,20 @@ class RetrainLoop(CheckpointedLoop):
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         seen, steps = 0, len(self.batches)
+        step_bar = self.progress.add(f"epoch {self.epoch + 1} steps", steps)
         for step, idx in enumerate(self.batches.epoch(), start=1):
             loss, right = self.train_step(idx)
             loss_sum += loss
             correct += right
             seen += idx.numel()
             self.global_step += 1
+            self.progress.advance(step_bar)
             if step % self.cfg.log_every_steps == 0:  # the only host sync of the pass
+                mean_loss, acc = (loss_sum / step).item(), (correct / seen).item()
                 log.info("epoch %d step %d/%d  train/loss=%.4f  train/acc=%.4f", self.epoch + 1, step, steps,
-                         (loss_sum / step).item(), (correct / seen).item())
+                         mean_loss, acc)
+                self.progress.postfix(step_bar, loss=mean_loss, acc=acc)
+        self.progress.remove(step_bar)
         return {"train/loss": loss_sum / steps, "train/acc": correct / seen}
 
     def evaluate(self) -> torch.Tensor:

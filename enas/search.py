@@ -24,10 +24,12 @@ from enas.checkpoint import CheckpointedLoop
 from enas.config import SearchTrainerConfig
 from enas.data import Dataset, check_batch_fits
 from enas.optim import sgd_with_restarts
+from enas.progress import ProgressBars
 from enas.judges import shared_weight_rewards, split_accuracy
 from enas.tracking import Tracker
 
 log = logging.getLogger(__name__)
+EPOCH_POSTFIX = ("shared/loss", "controller/reward", "controller/entropy", "controller/skip_rate", "valid/acc", "lr")
 
 
 @dataclass
@@ -55,9 +57,10 @@ class SearchLoop(CheckpointedLoop):
 
     def __init__(self, net: nn.Module, sampler, data: Dataset, cfg: SearchTrainerConfig,
                  schedule: ControllerSchedule, aux_weight: float, run_dir: str | Path, tracker: Tracker,
-                 seed: int = 0):
+                 seed: int = 0, progress: ProgressBars | None = None):
         self.net, self.sampler, self.data, self.cfg, self.schedule = net, sampler, data, cfg, schedule
         self.aux_weight, self.run_dir, self.tracker = aux_weight, Path(run_dir), tracker
+        self.progress = progress or ProgressBars(enabled=False)
         self.device = data.train.x.device
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         check_batch_fits(data.train, cfg.batch_size, "train")
@@ -75,7 +78,12 @@ class SearchLoop(CheckpointedLoop):
     # --- one epoch -------------------------------------------------------------------------------------------
     def run(self, epochs: int) -> dict:
         """Train until `epochs` epochs are done; returns the last epoch's record (empty if none ran)."""
+        with self.progress:
+            return self._run(epochs)
+
+    def _run(self, epochs: int) -> dict:
         record: dict = {}
+        epoch_bar = self.progress.add("epochs", epochs, completed=self.epoch)
         while self.epoch < epochs:
             timings, metrics = {}, {}
             with _timer(timings, "time/shared_s", self.device):
@@ -97,6 +105,8 @@ class SearchLoop(CheckpointedLoop):
             log.info("epoch %d/%d  %s", self.epoch, epochs,
                      "  ".join(f"{k}={v:.4g}" for k, v in record.items()
                                if k not in ("epoch", "step") and not k.startswith("ops/")))
+            self.progress.advance(epoch_bar)
+            self.progress.postfix(epoch_bar, **{k.split("/")[-1]: record[k] for k in EPOCH_POSTFIX if k in record})
         return record
 
     def shared_step(self, idx: torch.Tensor, arch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -121,15 +131,20 @@ class SearchLoop(CheckpointedLoop):
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         seen = 0
+        step_bar = self.progress.add(f"epoch {self.epoch + 1} shared steps", len(archs))
         for step, (idx, arch) in enumerate(zip(self.train_batches.epoch(), archs), start=1):
             loss, right = self.shared_step(idx, arch)
             loss_sum += loss
             correct += right
             seen += idx.numel()
             self.global_step += 1
+            self.progress.advance(step_bar)
             if step % self.cfg.log_every_steps == 0:  # the only host sync of the pass
+                mean_loss, acc = (loss_sum / step).item(), (correct / seen).item()
                 log.info("epoch %d step %d/%d  shared/loss=%.4f  shared/acc=%.4f", self.epoch + 1, step,
-                         len(archs), (loss_sum / step).item(), (correct / seen).item())
+                         len(archs), mean_loss, acc)
+                self.progress.postfix(step_bar, loss=mean_loss, acc=acc)
+        self.progress.remove(step_bar)
         return {"shared/loss": loss_sum / len(archs), "shared/acc": correct / seen, **frequencies}
 
     def _valid_batch(self) -> tuple[torch.Tensor, torch.Tensor]:

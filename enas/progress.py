@@ -1,0 +1,63 @@
+"""Progress bars over epochs and steps (rich) with a live postfix; on a terminal only.
+
+Off a terminal (CI, nohup, a cluster job's log file) nothing is drawn and the log lines carry the progress. On a
+terminal the console log handlers are pointed at rich's stdout proxy while the bars are live, so log lines print
+above the bars instead of tearing them.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+
+class ProgressBars:
+    """`with ProgressBars() as bars: task = bars.add("epochs", total); bars.advance(task); bars.postfix(task, ...)`.
+
+    Every method is a no-op when disabled; advancing never reads a device value (the caller passes numbers it
+    already has on the host)."""
+
+    def __init__(self, enabled: bool | None = None, console=None):
+        self.enabled = sys.stdout.isatty() if enabled is None else enabled
+        self.console = console
+        self._progress: Progress | None = None
+        self._swapped: list[tuple[logging.StreamHandler, object]] = []
+
+    def __enter__(self) -> ProgressBars:
+        if self.enabled:
+            self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                      TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[postfix]}"),
+                                      console=self.console)
+            self._progress.start()  # from here sys.stdout is rich's proxy: writes land above the bars
+            for handler in logging.getLogger().handlers:
+                if type(handler) is logging.StreamHandler and handler.stream in (sys.__stdout__, sys.__stderr__):
+                    self._swapped.append((handler, handler.setStream(sys.stdout)))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handler, stream in self._swapped:
+            handler.setStream(stream)
+        self._swapped = []
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+    def add(self, description: str, total: int, completed: int = 0):
+        if self._progress is None:
+            return None
+        return self._progress.add_task(description, total=total, completed=completed, postfix="")
+
+    def advance(self, task, steps: int = 1) -> None:
+        if self._progress is not None and task is not None:
+            self._progress.advance(task, steps)
+
+    def postfix(self, task, **values: float) -> None:
+        """Show `key=value` pairs after the bar (values already on the host)."""
+        if self._progress is not None and task is not None:
+            text = "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
+            self._progress.update(task, postfix=text)
+
+    def remove(self, task) -> None:
+        if self._progress is not None and task is not None:
+            self._progress.remove_task(task)
