@@ -40,9 +40,9 @@ RESULT_NAME, NETWORK_NAME = "result.json", "final.pt"
 
 def configure_backends(device: torch.device, deterministic: bool) -> None:
     """cudnn autotuning for speed, or deterministic kernels only (deterministic=true)."""
+    torch.use_deterministic_algorithms(deterministic)  # process-wide: set both ways, so one run never leaks
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
     elif device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # few distinct conv shapes recur across architectures
