@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from enas.bench import run_bench
 from enas.config import Config, register_configs, validate
 from enas.data import DataError
-from enas.files import write_text_atomic
+from enas.files import write_json_atomic, write_text_atomic
 from enas.pipeline import run_derive, run_eval, run_search, run_train
 from enas.spaces.base import ArchError
 
@@ -34,11 +34,12 @@ def main(cfg: DictConfig) -> float:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     # .hydra/config.yaml keeps interpolations; this is what the run actually used
     write_text_atomic(Path(cfg.paths.output_dir) / "config_resolved.yaml", OmegaConf.to_yaml(resolved))
+    hydra_cfg = HydraConfig.get()
+    sweeping = hydra_cfg.mode == RunMode.MULTIRUN
     try:
         config: Config = OmegaConf.to_object(cfg)
         validate(config)
-        hydra_cfg = HydraConfig.get()
-        if hydra_cfg.mode == RunMode.MULTIRUN and config.logger.group is None:
+        if sweeping and config.logger.group is None:
             # the runs of one sweep share a W&B group named after the sweep directory
             config.logger.group = str(Path(hydra_cfg.sweep.dir)).strip("/").replace("/", "_")
         mode = {"search": run_search, "derive": run_derive, "train": run_train, "eval": run_eval,
@@ -46,6 +47,9 @@ def main(cfg: DictConfig) -> float:
         result = mode(config, resolved)
     except (DataError, ArchError, ValueError, FileNotFoundError) as e:
         log.error("%s", e)  # bad input: one clear message, no traceback, non-zero exit
+        if sweeping:  # the sweep's other jobs still run; this job's folder says why it failed
+            write_json_atomic(Path(cfg.paths.output_dir) / "result.json", {"error": str(e)})
+            return None
         sys.exit(2)
     # what an optimising sweeper maximises
     return next((result[k] for k in ("best_valid_acc", "test_acc", "valid_acc") if k in result), None)

@@ -137,3 +137,11 @@ def test_wandb_logger_keeps_the_local_record(smoke, tmp_path, monkeypatch):
     run_search(config, resolved)
     assert len(_records(tmp_path / "run")) == 1
     assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["wandb_id"]
+
+
+def test_a_failing_sweep_job_leaves_the_others_running_and_logging(tmp_path):
+    proc = _run("-m", "experiment=smoke", "trainer.epochs=1", "data.num_train=16,512", f"hydra.sweep.dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    failed = json.loads((tmp_path / "0" / "result.json").read_text())
+    assert "fewer than the batch size" in failed["error"] and not (tmp_path / "0" / "last.pt").exists()
+    assert len(_records(tmp_path / "1")) == 1 and "best_valid_acc" in json.loads((tmp_path / "1" / "result.json").read_text())
