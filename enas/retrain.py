@@ -20,7 +20,7 @@ from enas.config import RetrainConfig
 from enas.data import Dataset, Split, check_batch_fits
 from enas.judges import network_accuracy
 from enas.optim import sgd_with_restarts
-from enas.progress import ProgressBars
+from enas.progress import EpochMeter, ProgressBars
 from enas.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -92,24 +92,12 @@ class RetrainLoop(CheckpointedLoop):
 
     def train_epoch(self) -> dict:
         self.net.train()
-        loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device, dtype=torch.long)
-        seen, steps = 0, len(self.batches)
-        step_bar = self.progress.add(f"epoch {self.epoch + 1} steps", steps)
-        for step, idx in enumerate(self.batches.epoch(), start=1):
-            loss, right = self.train_step(idx)
-            loss_sum += loss
-            correct += right
-            seen += idx.numel()
+        meter = EpochMeter(self.progress, "train", self.epoch + 1, len(self.batches), self.cfg.log_every_steps,
+                           self.device)
+        for idx in self.batches.epoch():
+            meter.update(*self.train_step(idx), idx.numel())
             self.global_step += 1
-            self.progress.advance(step_bar)
-            if step % self.cfg.log_every_steps == 0:  # the only host sync of the pass
-                mean_loss, acc = (loss_sum / step).item(), (correct / seen).item()
-                log.info("epoch %d step %d/%d  train/loss=%.4f  train/acc=%.4f", self.epoch + 1, step, steps,
-                         mean_loss, acc)
-                self.progress.postfix(step_bar, loss=mean_loss, acc=acc)
-        self.progress.remove(step_bar)
-        return {"train/loss": loss_sum / steps, "train/acc": correct / seen}
+        return meter.result()
 
     def evaluate(self) -> torch.Tensor:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):

@@ -23,9 +23,9 @@ from enas.augment import BatchSampler, augment_batch, normalise
 from enas.checkpoint import CheckpointedLoop
 from enas.config import SearchTrainerConfig
 from enas.data import Dataset, check_batch_fits
-from enas.optim import sgd_with_restarts
-from enas.progress import ProgressBars
 from enas.judges import shared_weight_rewards, split_accuracy
+from enas.optim import sgd_with_restarts
+from enas.progress import EpochMeter, ProgressBars
 from enas.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -128,24 +128,12 @@ class SearchLoop(CheckpointedLoop):
         self.net.train()
         archs, _ = self.sampler.sample(len(self.train_batches))
         frequencies = op_frequencies(self.sampler.space, archs)
-        loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device, dtype=torch.long)
-        seen = 0
-        step_bar = self.progress.add(f"epoch {self.epoch + 1} shared steps", len(archs))
-        for step, (idx, arch) in enumerate(zip(self.train_batches.epoch(), archs), start=1):
-            loss, right = self.shared_step(idx, arch)
-            loss_sum += loss
-            correct += right
-            seen += idx.numel()
+        meter = EpochMeter(self.progress, "shared", self.epoch + 1, len(archs), self.cfg.log_every_steps,
+                           self.device)
+        for idx, arch in zip(self.train_batches.epoch(), archs):
+            meter.update(*self.shared_step(idx, arch), idx.numel())
             self.global_step += 1
-            self.progress.advance(step_bar)
-            if step % self.cfg.log_every_steps == 0:  # the only host sync of the pass
-                mean_loss, acc = (loss_sum / step).item(), (correct / seen).item()
-                log.info("epoch %d step %d/%d  shared/loss=%.4f  shared/acc=%.4f", self.epoch + 1, step,
-                         len(archs), mean_loss, acc)
-                self.progress.postfix(step_bar, loss=mean_loss, acc=acc)
-        self.progress.remove(step_bar)
-        return {"shared/loss": loss_sum / len(archs), "shared/acc": correct / seen, **frequencies}
+        return {**meter.result(), **frequencies}
 
     def _valid_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         idx = self.valid_batches.next_batch()

@@ -41,3 +41,18 @@ def assert_arch_error(build, *fragments: str) -> None:
         build()
     for fragment in fragments:
         assert fragment in str(info.value), f"{fragment!r} missing from {str(info.value)!r}"
+
+
+def sgd_losses(net, x, y, steps: int, lr: float = 0.05) -> list[float]:
+    """Train `net` (forward returns (logits, aux)) on one batch with SGD + momentum; the loss after each step."""
+    import torch.nn.functional as F  # noqa: PLC0415
+    from torch.optim import SGD  # noqa: PLC0415
+
+    optimizer, losses = SGD(net.parameters(), lr=lr, momentum=0.9), []
+    for _ in range(steps):
+        loss = F.cross_entropy(net(x)[0], y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses

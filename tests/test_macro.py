@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import assert_arch_error
+from conftest import assert_arch_error, sgd_losses
 
 from enas.controller import Controller
 from enas.reinforce import Reinforce
@@ -360,14 +360,7 @@ def test_network_learns_a_tiny_batch():
     net = small_network(random_arch(2, num_layers=6))
     net.dropout.p = 0.0
     x, y = images(n=8, seed=1), torch.arange(8) % 10
-    optimizer = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
-    losses = []
-    for _ in range(8):
-        loss = F.cross_entropy(net(x)[0], y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = sgd_losses(net, x, y, 8)
     assert losses[-1] < 0.5 * losses[0], losses
 
 

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import assert_arch_error
+from conftest import assert_arch_error, sgd_losses
 from torch import nn
 
 from enas.controller import Controller
@@ -408,12 +408,5 @@ def test_a_few_sgd_steps_lower_the_fixed_networks_loss_on_a_learnable_batch():
     net = small_network(Nb201Arch.from_bench_string(BEST_CIFAR10)).train()
     y = torch.arange(16) % 4
     x = images(16) + 2.0 * y.view(-1, 1, 1, 1)  # the label is in the image's brightness
-    optimizer = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
-    losses = []
-    for _ in range(15):
-        loss = F.cross_entropy(net(x)[0], y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = sgd_losses(net, x, y, 15)
     assert losses[-1] < 0.5 * losses[0], losses

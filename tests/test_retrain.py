@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-import torch.nn.functional as F
+from conftest import sgd_losses
 
 from enas.data import make_synthetic, with_valid_in_train
 from enas.networks import load_arch, load_network, save_network
@@ -94,14 +94,7 @@ def test_a_few_steps_on_learnable_data_lower_the_loss():
     data = make_synthetic(64, 8, image_size=16)
     net = MicroNetwork(published_arch(), num_layers=3, channels=8, image_size=16, aux_head=False, dropout=0.0)
     x = ((data.train.x.float() / 255 - 0.5) / 0.25).contiguous(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
-    losses = []
-    for _ in range(15):
-        loss = F.cross_entropy(net(x)[0], data.train.y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = sgd_losses(net, x, data.train.y, 15)
     assert losses[-1] < 0.5 * losses[0]
 
 
