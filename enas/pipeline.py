@@ -192,17 +192,25 @@ def _log_artefacts(run_dir: Path, artefacts: dict[str, str]) -> None:
 
 
 # --- training-free search (NASWOT) ----------------------------------------------------------------------------
+def fixed_network_kwargs(space: str, data: Dataset, num_layers: int, channels: int, dropout: float,
+                         aux_head: bool = False, drop_path_keep: float = 1.0) -> dict:
+    """Constructor arguments of a space's fixed network at this depth and width, sized for the data. nb201 takes
+    num_layers // 3 cells per stage; macro ignores the aux head and drop-path (it has neither)."""
+    shape = dict(num_classes=data.num_classes, in_channels=data.train.x.shape[1])
+    if space == "macro":
+        return dict(num_layers=num_layers, channels=channels, dropout=dropout, **shape)
+    if space == "nb201":
+        return dict(channels=channels, cells_per_stage=num_layers // 3, **shape)
+    return dict(num_layers=num_layers, channels=channels, image_size=data.train.x.shape[-1], dropout=dropout,
+                aux_head=aux_head, drop_path_keep=drop_path_keep, **shape)
+
+
 def skeleton_kwargs(cfg: Config, data: Dataset) -> dict:
     """Constructor arguments of the fixed network at the search skeleton (search_space widths and depths; aux head
     and drop-path off): the one skeleton every NASWOT candidate is built at (scores compare only there, naswot.md
     §6.6). Micro: the final-graph cells at the search C and num_layers; macro: channels double at reductions."""
-    s, shape = cfg.search_space, dict(num_classes=data.num_classes, in_channels=data.train.x.shape[1])
-    if s.name == "macro":
-        return dict(num_layers=s.num_layers, channels=s.channels, dropout=s.dropout, **shape)
-    if s.name == "nb201":
-        return dict(channels=s.channels, cells_per_stage=s.num_layers // 3, **shape)
-    return dict(num_layers=s.num_layers, channels=s.channels, image_size=data.train.x.shape[-1], dropout=s.dropout,
-                aux_head=False, drop_path_keep=1.0, **shape)
+    s = cfg.search_space
+    return fixed_network_kwargs(s.name, data, s.num_layers, s.channels, getattr(s, "dropout", 0.0))
 
 
 def naswot_judge(cfg: Config, data: Dataset) -> NaswotJudge:
@@ -278,13 +286,11 @@ def _report_naswot(cfg: Config, data: Dataset, scored: list[Scored], run_dir: Pa
 # --- final training -------------------------------------------------------------------------------------------
 def network_kwargs(arch, cfg, data: Dataset) -> dict:
     """Constructor arguments of `arch`'s fixed network from the retrain config and the data's shape."""
-    space, shape = space_of(arch), dict(num_classes=data.num_classes, in_channels=data.train.x.shape[1])
-    if space == "macro":  # depth is the architecture's own; a configured depth must agree
-        return dict(num_layers=cfg.num_layers or arch.num_layers, channels=cfg.channels, dropout=cfg.dropout, **shape)
-    if space == "nb201":
-        return dict(channels=cfg.channels, cells_per_stage=(cfg.num_layers or 15) // 3, **shape)
-    return dict(num_layers=cfg.num_layers or 15, channels=cfg.channels, image_size=data.train.x.shape[-1],
-                dropout=cfg.dropout, aux_head=cfg.aux_weight > 0, drop_path_keep=cfg.drop_path_keep, **shape)
+    space = space_of(arch)
+    # a macro network's depth is the architecture's own (a configured depth must agree); micro 15, nb201 5 x 3
+    depth = cfg.num_layers or (arch.num_layers if space == "macro" else 15)
+    return fixed_network_kwargs(space, data, depth, cfg.channels, cfg.dropout, cfg.aux_weight > 0,
+                                cfg.drop_path_keep)
 
 
 def _held_out(data: Dataset, train_on_valid: bool):

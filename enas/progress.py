@@ -12,7 +12,6 @@ import sys
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-log = logging.getLogger(__name__)
 
 
 class ProgressBars:
@@ -70,8 +69,10 @@ class EpochMeter:
     """A training pass's loss and accuracy summed on the device, read (one host sync) only every `log_every` steps
     for the log line and the step bar's postfix, and once at the end of the pass."""
 
-    def __init__(self, progress: ProgressBars, name: str, epoch: int, steps: int, log_every: int, device):
-        self.progress, self.name, self.epoch, self.steps, self.log_every = progress, name, epoch, steps, log_every
+    def __init__(self, progress: ProgressBars, name: str, epoch: int, steps: int, log_every: int, device,
+                 logger: logging.Logger):
+        self.logger, self.progress, self.name = logger, progress, name
+        self.epoch, self.steps, self.log_every = epoch, steps, log_every
         self.loss_sum = torch.zeros((), device=device)
         self.correct = torch.zeros((), device=device, dtype=torch.long)
         self.seen, self.step = 0, 0
@@ -85,8 +86,8 @@ class EpochMeter:
         self.progress.advance(self.bar)
         if self.step % self.log_every == 0:  # the only host sync of the pass
             mean_loss, acc = (self.loss_sum / self.step).item(), (self.correct / self.seen).item()
-            log.info("epoch %d step %d/%d  %s/loss=%.4f  %s/acc=%.4f", self.epoch, self.step, self.steps, self.name,
-                     mean_loss, self.name, acc)
+            self.logger.info("epoch %d step %d/%d  %s/loss=%.4f  %s/acc=%.4f", self.epoch, self.step, self.steps,
+                             self.name, mean_loss, self.name, acc)
             self.progress.postfix(self.bar, loss=mean_loss, acc=acc)
 
     def result(self) -> dict:

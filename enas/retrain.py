@@ -93,7 +93,7 @@ class RetrainLoop(CheckpointedLoop):
     def train_epoch(self) -> dict:
         self.net.train()
         meter = EpochMeter(self.progress, "train", self.epoch + 1, len(self.batches), self.cfg.log_every_steps,
-                           self.device)
+                           self.device, log)
         for idx in self.batches.epoch():
             meter.update(*self.train_step(idx), idx.numel())
             self.global_step += 1

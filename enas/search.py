@@ -129,7 +129,7 @@ class SearchLoop(CheckpointedLoop):
         archs, _ = self.sampler.sample(len(self.train_batches))
         frequencies = op_frequencies(self.sampler.space, archs)
         meter = EpochMeter(self.progress, "shared", self.epoch + 1, len(archs), self.cfg.log_every_steps,
-                           self.device)
+                           self.device, log)
         for idx, arch in zip(self.train_batches.epoch(), archs):
             meter.update(*self.shared_step(idx, arch), idx.numel())
             self.global_step += 1

@@ -97,6 +97,20 @@ class Entries:
         return self.tensors[j]
 
 
+def run_layers(layers: nn.ModuleList, arch: MacroArch, reductions, entries: Entries, stem_out: torch.Tensor,
+               call) -> torch.Tensor:
+    """[stem, layer 0, ...] through the layers: each layer reads the previous output and its skips
+    (`call(layer, spec, x, skips)`); after a reduction layer earlier entries are reduced when read. Returns the
+    last layer's output."""
+    entries.append(stem_out)
+    for i, (layer, spec) in enumerate(zip(layers, arch.layers)):
+        out = call(layer, spec, entries[i], [entries[j] for j in spec.skip_sources()])
+        entries.append(out)
+        if i in reductions:
+            entries.level += 1
+    return out
+
+
 def check_depth(arch: MacroArch, num_layers: int) -> None:
     if arch.num_layers != num_layers:
         raise ArchError(f"architecture has {arch.num_layers} layers; this network has {num_layers}")
@@ -122,13 +136,8 @@ class MacroSupernet(nn.Module):
 
     def forward(self, x: torch.Tensor, arch: MacroArch) -> tuple[torch.Tensor, None]:
         check_depth(arch, self.num_layers)
-        entries = Entries(self.reduce)
-        entries.append(self.stem(x))
-        for i, (layer, spec) in enumerate(zip(self.layers, arch.layers)):
-            out = layer(entries[i], spec.op, [entries[j] for j in spec.skip_sources()])
-            entries.append(out)
-            if i in self.reductions:
-                entries.level += 1
+        out = run_layers(self.layers, arch, self.reductions, Entries(self.reduce), self.stem(x),
+                         lambda layer, spec, h, skips: layer(h, spec.op, skips))
         return self.classifier(self.dropout(out.mean((2, 3)))), None
 
     def num_params(self) -> int:
@@ -201,13 +210,8 @@ class MacroNetwork(nn.Module):
         return {j for k in range(i + 1, self.arch.num_layers) for j in (k, *self.arch.layers[k].skip_sources())}
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
-        entries = Entries([_Lookup(r) for r in self.reduce])
-        entries.append(self.stem(x))
-        for i, (layer, spec) in enumerate(zip(self.layers, self.arch.layers)):
-            out = layer(entries[i], [entries[j] for j in spec.skip_sources()])
-            entries.append(out)
-            if i in self.reductions:
-                entries.level += 1
+        out = run_layers(self.layers, self.arch, self.reductions, Entries([_Lookup(r) for r in self.reduce]),
+                         self.stem(x), lambda layer, spec, h, skips: layer(h, skips))
         return self.classifier(self.dropout(out.mean((2, 3)))), None
 
     def num_params(self) -> int:
