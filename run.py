@@ -6,6 +6,7 @@
     python run.py mode=train arch=outputs/<date>/<time>/best_arch.json   # retrain from scratch (or arch=enas_micro_paper)
     python run.py mode=eval checkpoint=outputs/<date>/<time>/final.pt
     python run.py experiment=bench_nni     # speed benchmark (also bench_small, bench_paper)
+    python run.py resume=outputs/<date>/<time>   # continue an interrupted run (Ctrl-C / SIGTERM save it first)
 """
 from __future__ import annotations
 
@@ -22,7 +23,9 @@ from enas.bench import run_bench
 from enas.config import Config, register_configs, validate
 from enas.data import DataError
 from enas.files import write_json_atomic, write_text_atomic
+from enas.interrupt import RunInterrupted
 from enas.pipeline import run_derive, run_eval, run_search, run_train
+from enas.resume import ResumeError, expand_resume
 from enas.spaces.base import ArchError
 
 log = logging.getLogger("enas")
@@ -45,6 +48,9 @@ def main(cfg: DictConfig) -> float:
         mode = {"search": run_search, "derive": run_derive, "train": run_train, "eval": run_eval,
                 "bench": run_bench}[config.mode]
         result = mode(config, resolved)
+    except RunInterrupted as e:
+        log.warning("%s; continue with: python run.py resume=%s", e, cfg.paths.output_dir)
+        sys.exit(e.exit_code)
     except (DataError, ArchError, ValueError, FileNotFoundError) as e:
         log.error("%s", e)  # bad input: one clear message, no traceback, non-zero exit
         if sweeping:  # the sweep's other jobs still run; this job's folder says why it failed
@@ -56,4 +62,9 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    try:
+        sys.argv = expand_resume(sys.argv)
+    except ResumeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     main()

@@ -155,13 +155,15 @@ class BatchSampler:
             needed -= take
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
-    def epoch(self) -> Iterator[Tensor]:
+    def epoch(self, start: int = 0) -> Iterator[Tensor]:
         """len(self) full batches starting from a fresh permutation, so every index appears at least once.
 
-        Lazy: the sampler's state advances as batches are consumed, so a mid-epoch state_dict is exact.
+        Lazy: the sampler's state advances as batches are consumed, so a mid-epoch state_dict is exact; restored
+        from one, `epoch(start=<batches already served>)` serves the rest of that epoch.
         """
-        self._perm = None
-        for _ in range(len(self)):
+        if start == 0:
+            self._perm = None
+        for _ in range(len(self) - start):
             yield self.next_batch()
 
     def state_dict(self) -> dict[str, Any]:

@@ -90,6 +90,15 @@ class EpochMeter:
                              self.name, mean_loss, self.name, acc)
             self.progress.postfix(self.bar, loss=mean_loss, acc=acc)
 
+    def state_dict(self) -> dict:
+        return {"loss_sum": self.loss_sum, "correct": self.correct, "seen": self.seen, "step": self.step}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue an interrupted pass: its sums so far, and its bar at the step it reached."""
+        self.loss_sum, self.correct = state["loss_sum"].clone(), state["correct"].clone()
+        self.seen, self.step = state["seen"], state["step"]
+        self.progress.advance(self.bar, self.step)
+
     def result(self) -> dict:
         self.progress.remove(self.bar)
         return {f"{self.name}/loss": self.loss_sum / max(self.step, 1), f"{self.name}/acc": self.correct / self.seen}

@@ -18,6 +18,7 @@ from enas.augment import BatchSampler, augment_batch
 from enas.checkpoint import CheckpointedLoop
 from enas.config import RetrainConfig
 from enas.data import Dataset, Split, check_batch_fits
+from enas.interrupt import StopSignals
 from enas.judges import network_accuracy
 from enas.optim import sgd_with_restarts
 from enas.progress import EpochMeter, ProgressBars
@@ -47,8 +48,9 @@ class RetrainLoop(CheckpointedLoop):
         self.epoch, self.global_step = 0, 0
 
     def run(self) -> dict:
-        """Train until `cfg.epochs`; returns the last epoch's record (with `<eval_name>/acc` when evaluated)."""
-        with self.progress:
+        """Train until `cfg.epochs`; returns the last epoch's record (with `<eval_name>/acc` when evaluated).
+        SIGINT/SIGTERM save the run after the current step and raise enas.interrupt.RunInterrupted."""
+        with self.progress, StopSignals() as self.stop:
             return self._run()
 
     def _run(self) -> dict:
@@ -68,6 +70,7 @@ class RetrainLoop(CheckpointedLoop):
                      "  ".join(f"{k}={v:.4g}" for k, v in record.items() if k not in ("epoch", "step")))
             self.progress.advance(epoch_bar)
             self.progress.postfix(epoch_bar, **{k: v for k, v in record.items() if k not in ("epoch", "step")})
+            self.epoch_done()
         return record
 
     def train_step(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -94,9 +97,10 @@ class RetrainLoop(CheckpointedLoop):
         self.net.train()
         meter = EpochMeter(self.progress, "train", self.epoch + 1, len(self.batches), self.cfg.log_every_steps,
                            self.device, log)
-        for idx in self.batches.epoch():
+        for idx in self.batches.epoch(start=self.resume_pass(meter)):
             meter.update(*self.train_step(idx), idx.numel())
-            self.global_step += 1
+            self.step_done(meter)
+        self.epoch_step = 0
         return meter.result()
 
     def evaluate(self) -> torch.Tensor:

@@ -10,6 +10,7 @@ Metrics accumulate as device tensors and are read once per `log_every_steps` and
 """
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from enas.augment import BatchSampler, augment_batch, normalise
 from enas.checkpoint import CheckpointedLoop
 from enas.config import SearchTrainerConfig
 from enas.data import Dataset, check_batch_fits
+from enas.interrupt import StopSignals
 from enas.judges import shared_weight_rewards, split_accuracy
 from enas.optim import sgd_with_restarts
 from enas.progress import EpochMeter, ProgressBars
@@ -77,8 +79,9 @@ class SearchLoop(CheckpointedLoop):
 
     # --- one epoch -------------------------------------------------------------------------------------------
     def run(self, epochs: int) -> dict:
-        """Train until `epochs` epochs are done; returns the last epoch's record (empty if none ran)."""
-        with self.progress:
+        """Train until `epochs` epochs are done; returns the last epoch's record (empty if none ran). SIGINT/SIGTERM
+        save the run after the current step and raise enas.interrupt.RunInterrupted."""
+        with self.progress, StopSignals() as self.stop:
             return self._run(epochs)
 
     def _run(self, epochs: int) -> dict:
@@ -107,6 +110,7 @@ class SearchLoop(CheckpointedLoop):
                                if k not in ("epoch", "step") and not k.startswith("ops/")))
             self.progress.advance(epoch_bar)
             self.progress.postfix(epoch_bar, **{k.split("/")[-1]: record[k] for k in EPOCH_POSTFIX if k in record})
+            self.epoch_done()
         return record
 
     def shared_step(self, idx: torch.Tensor, arch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -126,13 +130,18 @@ class SearchLoop(CheckpointedLoop):
 
     def train_shared(self) -> dict:
         self.net.train()
+        # the state the epoch's architectures are drawn from: an interrupted pass saves it, so that its resumed
+        # run draws the same architectures again (the policy does not change during this phase)
+        sampler_state = copy.deepcopy(self.sampler.state_dict())
         archs, _ = self.sampler.sample(len(self.train_batches))
         frequencies = op_frequencies(self.sampler.space, archs)
         meter = EpochMeter(self.progress, "shared", self.epoch + 1, len(archs), self.cfg.log_every_steps,
                            self.device, log)
-        for idx, arch in zip(self.train_batches.epoch(), archs):
+        done = self.resume_pass(meter)
+        for idx, arch in zip(self.train_batches.epoch(start=done), archs[done:]):
             meter.update(*self.shared_step(idx, arch), idx.numel())
-            self.global_step += 1
+            self.step_done(meter, sampler=sampler_state)
+        self.epoch_step = 0
         return {**meter.result(), **frequencies}
 
     def _valid_batch(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,9 +1,11 @@
 """Shared fixtures: compose the real Hydra config (as run.py does) with run directories under tmp_path."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
@@ -56,3 +58,26 @@ def sgd_losses(net, x, y, steps: int, lr: float = 0.05) -> list[float]:
         optimizer.step()
         losses.append(loss.item())
     return losses
+
+
+def metric_records(run_dir: Path) -> list[dict]:
+    """metrics.jsonl without wall times (the only thing two equal runs may differ in)."""
+    lines = (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if not k.startswith("time/")} for line in lines]
+
+
+def assert_same_run(full_dir: Path, resumed_dir: Path) -> dict:
+    """An interrupted-then-resumed run ended exactly as the uninterrupted one: counters, every weight (network and,
+    for a search, controller), every metric record, and the same files (sampled architectures, best architecture)."""
+    full = torch.load(Path(full_dir) / "last.pt", weights_only=True)
+    resumed = torch.load(Path(resumed_dir) / "last.pt", weights_only=True)
+    assert (resumed["epoch"], resumed["global_step"]) == (full["epoch"], full["global_step"])
+    for key, value in full["net"].items():
+        assert torch.equal(value, resumed["net"][key]), key
+    for key, value in full.get("sampler", {}).get("controller", {}).items():
+        assert torch.equal(value, resumed["sampler"]["controller"][key]), key
+    assert metric_records(resumed_dir) == metric_records(full_dir)
+    for name in ("sampled_archs.jsonl", "best_arch.json"):
+        if (Path(full_dir) / name).exists():
+            assert (Path(resumed_dir) / name).read_text() == (Path(full_dir) / name).read_text(), name
+    return full

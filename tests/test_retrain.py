@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from conftest import sgd_losses
+from conftest import assert_same_run, sgd_losses
 
 from enas.data import make_synthetic, with_valid_in_train
 from enas.networks import load_arch, load_network, save_network
@@ -165,14 +165,7 @@ def test_resumed_training_equals_uninterrupted_training(smoke, tmp_path, monkeyp
         run_train(*smoke("mode=train", "arch=enas_micro_paper", name="part"))
     monkeypatch.setattr(RetrainLoop, "train_epoch", train_epoch)
     run_train(*smoke("mode=train", "arch=enas_micro_paper", name="part"))
-    full = torch.load(tmp_path / "full" / "last.pt", weights_only=True)
-    resumed = torch.load(tmp_path / "part" / "last.pt", weights_only=True)
-    assert full["global_step"] == resumed["global_step"] == 2 * 20
-    for key, value in full["net"].items():
-        assert torch.equal(value, resumed["net"][key]), key
-    strip = lambda r: {k: v for k, v in r.items() if not k.startswith("time/")}  # noqa: E731
-    assert [strip(json.loads(line)) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()] == \
-        [strip(json.loads(line)) for line in (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()]
+    assert assert_same_run(tmp_path / "full", tmp_path / "part")["global_step"] == 2 * 20
 
 
 def test_train_mode_without_a_test_split_needs_train_on_valid_off(smoke):
