@@ -7,6 +7,8 @@
     python run.py mode=eval checkpoint=outputs/<date>/<time>/final.pt
     python run.py experiment=bench_nni     # speed benchmark (also bench_small, bench_paper)
     python run.py resume=outputs/<date>/<time>   # continue an interrupted run (Ctrl-C / SIGTERM save it first)
+    python run.py -m trainer.strategy=enas,random,naswot,params seed=0,1,2   # a comparison sweep, then its report:
+    python run.py mode=report load_from=multirun/<date>/<time>             # (or python -m enas.report <dir>)
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from enas.config import Config, register_configs, validate
 from enas.data import DataError
 from enas.files import write_json_atomic, write_text_atomic
 from enas.interrupt import RunInterrupted
-from enas.pipeline import run_derive, run_eval, run_search, run_train
+from enas.pipeline import run_derive, run_eval, run_report, run_search, run_train
 from enas.resume import ResumeError, expand_resume
 from enas.spaces.base import ArchError
 
@@ -46,7 +48,7 @@ def main(cfg: DictConfig) -> float:
             # the runs of one sweep share a W&B group named after the sweep directory
             config.logger.group = str(Path(hydra_cfg.sweep.dir)).strip("/").replace("/", "_")
         mode = {"search": run_search, "derive": run_derive, "train": run_train, "eval": run_eval,
-                "bench": run_bench}[config.mode]
+                "bench": run_bench, "report": run_report}[config.mode]
         result = mode(config, resolved)
     except RunInterrupted as e:
         log.warning("%s; continue with: python run.py resume=%s", e, cfg.paths.output_dir)

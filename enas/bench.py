@@ -24,7 +24,7 @@ from rich.table import Table
 
 from enas.config import Config
 from enas.files import write_json_atomic
-from enas.pipeline import build_components
+from enas.build import build_components
 from enas.search import ControllerSchedule, SearchLoop
 from enas.tracking import Tracker
 

@@ -114,6 +114,7 @@ class SearchTrainerConfig:
     log_every_steps: int = 50
     channels_last: bool = True
     bf16: bool = False
+    collapse_entropy: float = 0.3  # warn when op decisions keep less than this share of their maximum entropy
 
 
 @dataclass
@@ -156,6 +157,16 @@ class DeriveConfig:
     prefilter: Optional[str] = None  # "naswot": keep the prefilter_top_k of prefilter_samples by NASWOT score
     prefilter_samples: int = 1000
     prefilter_top_k: int = 50
+    rank_check_k: int = 0  # > 0: Kendall tau of the shared-weight scores against a reference for the top k
+    rank_check_epochs: int = 5  # the proxy retrain's epochs when no benchmark is configured
+    proxy_epochs: int = 0  # > 0: retrain the winner at the search skeleton, report proxy_acc (every strategy)
+
+
+@dataclass
+class BenchmarkConfig:
+    """NAS-Bench-201 accuracies for every nb201 architecture a run reports (enas.benchmark)."""
+
+    path: Optional[str] = None
 
 
 @dataclass
@@ -208,12 +219,13 @@ class Config:
     derive: DeriveConfig = field(default_factory=DeriveConfig)
     naswot: NaswotConfig = field(default_factory=NaswotConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
+    benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
     logger: LoggerConfig = MISSING
     paths: PathsConfig = field(default_factory=PathsConfig)
 
 
-MODES = ("search", "derive", "train", "eval", "bench")
-STRATEGIES = ("enas", "random", "naswot")
+MODES = ("search", "derive", "train", "eval", "bench", "report")
+STRATEGIES = ("enas", "random", "naswot", "params", "random_pick")
 PREFILTERS = ("naswot",)
 
 
@@ -268,6 +280,15 @@ def validate(cfg: Config) -> None:
         (cfg.derive.prefilter_samples >= 1 and cfg.derive.prefilter_top_k >= 1,
          f"derive.prefilter_samples={cfg.derive.prefilter_samples}, prefilter_top_k={cfg.derive.prefilter_top_k}; "
          "each must be >= 1"),
+        (cfg.derive.rank_check_k >= 0 and cfg.derive.rank_check_epochs >= 1 and cfg.derive.proxy_epochs >= 0,
+         f"derive.rank_check_k={cfg.derive.rank_check_k}, rank_check_epochs={cfg.derive.rank_check_epochs}, "
+         f"proxy_epochs={cfg.derive.proxy_epochs}; need rank_check_k >= 0 (0: off), rank_check_epochs >= 1 and "
+         "proxy_epochs >= 0 (0: off)"),
+        (0 <= cfg.trainer.collapse_entropy <= 1, f"trainer.collapse_entropy={cfg.trainer.collapse_entropy}; allowed "
+                                                 "[0, 1] (a share of the maximum entropy)"),
+        (cfg.benchmark.path is None or cfg.search_space.name == "nb201",
+         f"benchmark.path={cfg.benchmark.path!r} is set but search_space={cfg.search_space.name}; NAS-Bench-201 "
+         "lookups exist only for search_space=nb201"),
         (cfg.naswot.num_samples >= 1, f"naswot.num_samples={cfg.naswot.num_samples}; must be >= 1"),
         (cfg.naswot.batch_size >= 2, f"naswot.batch_size={cfg.naswot.batch_size}; must be >= 2 (the score compares "
                                      "images with each other)"),

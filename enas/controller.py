@@ -6,10 +6,13 @@ only)`; input choices by additive attention `v^T tanh(W1 h_j + W2 h_t)` over the
 logits shaped as c * tanh(logits); all parameters U(-0.1, 0.1) except `b_soft`. Macro skip steps (§3.3) score
 each earlier anchor j with the same attention q_j, sample skip_j from logits c * tanh([-q_j, q_j]) (so
 P(skip_j) = sigmoid(2c tanh q_j)), and report the official skip penalty. The controller knows steps, never spaces.
+Op steps of a vocab other than "op" (NAS-RL's filter height, width and count, Zoph & Le 2017 §3.1) get their own
+embedding and softmax, registered after every ENAS parameter so single-vocab controllers initialise as before.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
@@ -25,7 +28,9 @@ class Rollout:
     """K sampled architectures as choices [K, num_columns], with their summed log-probs and entropies [K].
 
     skip_penalty [K]: the macro skip penalty (mean over skip steps; zeros without skip steps); skip_rate [K]: the
-    fraction of skip decisions answered yes (None without skip steps).
+    fraction of skip decisions answered yes (None without skip steps). entropy_by_kind: per decision kind ("op",
+    "input", "skip") the mean entropy of one decision as a share of its maximum log(n) [K]: 1 is uniform, 0 certain
+    (the collapse diagnostics, enas.diagnostics).
     """
 
     choices: torch.Tensor
@@ -33,6 +38,7 @@ class Rollout:
     entropy: torch.Tensor
     skip_penalty: torch.Tensor | None = None
     skip_rate: torch.Tensor | None = None
+    entropy_by_kind: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class Controller(nn.Module):
@@ -49,9 +55,15 @@ class Controller(nn.Module):
                  skip_target: float = 0.4):
         super().__init__()
         self.steps = list(steps)
-        op_sizes = {s.num_choices for s in self.steps if s.kind == "op"}
-        if len(op_sizes) > 1:
-            raise ValueError(f"every op step must offer the same ops; got choice counts {sorted(op_sizes)}")
+        vocab_sizes: dict[str, set[int]] = {}
+        for s in self.steps:
+            if s.kind == "op":
+                vocab_sizes.setdefault(s.vocab, set()).add(s.num_choices)
+        for vocab, sizes in vocab_sizes.items():
+            if len(sizes) > 1:
+                raise ValueError(f"every op step of vocab {vocab!r} must offer the same ops; got choice counts "
+                                 f"{sorted(sizes)}")
+        op_sizes = vocab_sizes.pop("op", set())
         if op_bias_init is not None and not op_bias:
             raise ValueError("op_bias_init needs op_bias=True (a learnable op-logit bias)")
         if not 0.0 < skip_target < 1.0:
@@ -68,6 +80,12 @@ class Controller(nn.Module):
         self.w_attn_2 = nn.Linear(lstm_size, lstm_size, bias=False)
         self.v_attn = nn.Linear(lstm_size, 1, bias=False)
         for p in self.parameters():
+            nn.init.uniform_(p, -init_range, init_range)
+        # other vocabs built and drawn after every ENAS parameter: those stay exactly as without them
+        self.vocab_emb = nn.ModuleDict({v: nn.Embedding(n.pop(), lstm_size) for v, n in vocab_sizes.items()})
+        self.vocab_soft = nn.ModuleDict({v: nn.Linear(lstm_size, self.vocab_emb[v].num_embeddings, bias=op_bias)
+                                         for v in vocab_sizes})
+        for p in [*self.vocab_emb.parameters(), *self.vocab_soft.parameters()]:
             nn.init.uniform_(p, -init_range, init_range)
         if op_bias_init is not None:
             if len(op_bias_init) != num_ops:
@@ -96,7 +114,10 @@ class Controller(nn.Module):
         if step.kind == "skip":  # [K, n, 2]: (no, yes) per earlier anchor
             q = self._attention(h, keys, step.num_choices)
             return self._shape(torch.stack([-q, q], -1), self.tanh_input)
-        logits = self.w_soft(h) if self.b_soft is None else self.w_soft(h) + self.b_soft
+        if step.vocab != "op":
+            logits = self.vocab_soft[step.vocab](h)
+        else:
+            logits = self.w_soft(h) if self.b_soft is None else self.w_soft(h) + self.b_soft
         logits = self._shape(logits, self.tanh_op)
         if step.logit_bias is not None:
             logits = logits + getattr(self, self._bias_names[step.logit_bias])
@@ -135,6 +156,7 @@ class Controller(nn.Module):
         x, block, anchors, keys = start, None, [], []
         taken, skips, column = [], [], 0
         log_prob, entropy, penalty = (torch.zeros(k, device=device) for _ in range(3))
+        relative: dict[str, list[torch.Tensor]] = {}  # per kind: each decision's entropy / log(n), [K] or [K, m]
         for step in self.steps:
             if step.block != block:
                 block, anchors, keys = step.block, [], []
@@ -150,6 +172,7 @@ class Controller(nn.Module):
             column += step.num_columns
             taken.append(choice.reshape(k, -1))
             step_log_prob, step_entropy = dist.log_prob(choice), dist.entropy()
+            relative.setdefault(step.kind, []).append(step_entropy.detach().reshape(k, -1) / math.log(logits.shape[-1]))
             if step.kind == "skip":  # independent yes/no per earlier anchor; then this step is an anchor itself
                 skips.append(choice)
                 step_log_prob, step_entropy = step_log_prob.sum(-1), step_entropy.sum(-1)
@@ -160,10 +183,11 @@ class Controller(nn.Module):
             elif step.kind == "input":
                 x = torch.stack(anchors, 1)[torch.arange(k, device=device), choice]
             else:
-                x = self.w_emb(choice)
+                x = self.w_emb(choice) if step.vocab == "op" else self.vocab_emb[step.vocab](choice)
             log_prob = log_prob + step_log_prob
             entropy = entropy + step_entropy
+        by_kind = {kind: torch.cat(values, 1).mean(1) for kind, values in relative.items()}
         if not skips:
-            return Rollout(torch.cat(taken, 1), log_prob, entropy, penalty, None)
+            return Rollout(torch.cat(taken, 1), log_prob, entropy, penalty, None, by_kind)
         skip_rate = torch.cat(skips, 1).to(log_prob.dtype).mean(1)
-        return Rollout(torch.cat(taken, 1), log_prob, entropy, penalty / len(skips), skip_rate)
+        return Rollout(torch.cat(taken, 1), log_prob, entropy, penalty / len(skips), skip_rate, by_kind)

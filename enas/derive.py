@@ -65,7 +65,7 @@ def derive(net: nn.Module, sampler, data: Dataset, cfg: DeriveConfig, memory_for
     dropped, naswot_scores = [], {}
     if cfg.prefilter == "naswot":
         if naswot is None:
-            raise ValueError("derive.prefilter=naswot needs a NASWOT judge (pipeline.naswot_judge)")
+            raise ValueError("derive.prefilter=naswot needs a NASWOT judge (enas.build.naswot_judge)")
         pool, dropped, naswot_scores = naswot_prefilter(pool, naswot, cfg.prefilter_top_k)
     log.info("scoring %d candidate architectures on %d validation images", len(pool),
              min(len(data.valid), cfg.max_valid_images or len(data.valid)))
@@ -98,11 +98,16 @@ def kendall_tau(x: list[float], y: list[float]) -> float | None:
     return (sign_a * sign_b).sum().item() / (untied_a * untied_b) ** 0.5
 
 
-def write_derived(run_dir: str | Path, ranked: list[Candidate], top_k: int) -> dict[str, str]:
-    """`derived.json` (top-k with scores) and `best_arch.json` (the winner, loadable as an architecture file)."""
+def write_derived(run_dir: str | Path, ranked: list[Candidate], top_k: int, describe=lambda arch: {},
+                  rank_check: dict | None = None) -> dict[str, str]:
+    """`derived.json` (top-k with scores, and the rank check when one ran) and `best_arch.json` (the winner, loadable
+    as an architecture file). `describe(arch)` adds to each candidate's record (NAS-Bench-201 accuracies)."""
     run_dir = Path(run_dir)
     judged = [c for c in ranked if c.valid_acc is not None]
-    derived = {"num_scored": len(judged), "top": [c.to_json(r) for r, c in enumerate(judged[:top_k], 1)]}
+    derived = {"num_scored": len(judged),
+               "top": [{**c.to_json(r), **describe(c.arch)} for r, c in enumerate(judged[:top_k], 1)]}
+    if rank_check is not None:
+        derived["rank_check"] = rank_check
     if any(c.naswot_score is not None for c in ranked):
         tau = kendall_tau([c.valid_acc for c in judged], [c.naswot_score for c in judged])
         derived["prefilter"] = {"method": "naswot", "num_candidates": len(ranked), "num_kept": len(judged),
@@ -113,5 +118,5 @@ def write_derived(run_dir: str | Path, ranked: list[Candidate], top_k: int) -> d
     write_json_atomic(run_dir / DERIVED_NAME, derived)
     best = ranked[0]
     write_json_atomic(run_dir / BEST_ARCH_NAME, {**best.arch.to_json(), "valid_acc": best.valid_acc,
-                                                 "source": best.source})
+                                                 "source": best.source, **describe(best.arch)})
     return {"derived": str(run_dir / DERIVED_NAME), "best_arch": str(run_dir / BEST_ARCH_NAME)}

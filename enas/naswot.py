@@ -172,7 +172,9 @@ def rank(scored: Sequence[Scored]) -> list[Scored]:
     return sorted(scored, key=lambda s: -s.score)
 
 
-def write_scores(path: str | Path, scored: Sequence[Scored]) -> Path:
-    """`scores.jsonl`: every candidate in sampling order with its score, parameter count and time."""
-    write_text_atomic(path, "".join(json.dumps(s.to_json(i), allow_nan=False) + "\n" for i, s in enumerate(scored)))
+def write_scores(path: str | Path, scored: Sequence[Scored], describe=lambda arch: {}) -> Path:
+    """`scores.jsonl`: every candidate in sampling order with its score, parameter count and time (and what
+    `describe(arch)` adds: NAS-Bench-201 accuracies)."""
+    write_text_atomic(path, "".join(json.dumps({**s.to_json(i), **describe(s.arch)}, allow_nan=False) + "\n"
+                                    for i, s in enumerate(scored)))
     return Path(path)

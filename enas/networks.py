@@ -20,6 +20,8 @@ from enas.spaces.macro_arch import MacroArch, published_macro_arch
 from enas.spaces.macro_supernet import MacroNetwork
 from enas.spaces.micro_arch import MicroArch, published_arch as published_micro
 from enas.spaces.micro_network import MicroNetwork
+from enas.spaces.nasrl_conv_arch import NasrlConvArch
+from enas.spaces.nasrl_conv_network import NasrlConvNetwork
 from enas.spaces.nb201_arch import Nb201Arch
 from enas.spaces.nb201_supernet import Nb201Network
 
@@ -27,7 +29,8 @@ NETWORK_FORMAT, NETWORK_VERSION = "enas-network", 1
 
 # space name -> (architecture type, fixed network type)
 SPACES: dict[str, tuple[type, type]] = {"micro": (MicroArch, MicroNetwork), "macro": (MacroArch, MacroNetwork),
-                                        "nb201": (Nb201Arch, Nb201Network)}
+                                        "nb201": (Nb201Arch, Nb201Network),
+                                        "nasrl_conv": (NasrlConvArch, NasrlConvNetwork)}
 PUBLISHED: dict[str, Callable[[], object]] = {"enas_micro_paper": published_micro,
                                               "enas_macro_paper": published_macro_arch}
 

@@ -78,6 +78,8 @@ class Reinforce:
         metrics = {"controller/loss": loss.detach(), "controller/reward": rewards.detach().mean(),
                    "controller/entropy": rollout.entropy.detach().mean(), "controller/baseline": baseline.detach(),
                    "controller/advantage": advantage.mean()}
+        for kind, relative in rollout.entropy_by_kind.items():  # 1 = uniform, 0 = certain (collapse diagnostics)
+            metrics[f"controller/entropy_{kind}"] = relative.mean()
         if rollout.skip_rate is not None:  # spaces with skip decisions (macro)
             metrics["controller/skip_rate"] = rollout.skip_rate.detach().mean()
             metrics["controller/skip_penalty"] = rollout.skip_penalty.detach().mean()

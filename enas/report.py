@@ -33,7 +33,7 @@ CONFIG_KEYS = ("seed", "trainer.strategy", "search_space.name")
 # value key, column header, display scale (result.json's 0..1 → %), format; shown when any run has the value
 COLUMNS = (
     ("best_valid_acc", "shared-weight acc %", 100, ".2f"),
-    ("best_score", "NASWOT score", 1, ".2f"),
+    ("best_score", "training-free score (NASWOT / params)", 1, ".2f"),
     ("benchmark/cifar10_valid", "C10 valid %", 1, ".2f"),
     ("benchmark/cifar10_test", "C10 test %", 1, ".2f"),
     ("benchmark/cifar100_test", "C100 test %", 1, ".2f"),

@@ -24,6 +24,7 @@ from enas.augment import BatchSampler, augment_batch, normalise
 from enas.checkpoint import CheckpointedLoop
 from enas.config import SearchTrainerConfig
 from enas.data import Dataset, check_batch_fits
+from enas.diagnostics import collapse_warning, policy_diagnostics, sample_diagnostics
 from enas.interrupt import StopSignals
 from enas.judges import shared_weight_rewards, split_accuracy
 from enas.optim import sgd_with_restarts
@@ -59,8 +60,10 @@ class SearchLoop(CheckpointedLoop):
 
     def __init__(self, net: nn.Module, sampler, data: Dataset, cfg: SearchTrainerConfig,
                  schedule: ControllerSchedule, aux_weight: float, run_dir: str | Path, tracker: Tracker,
-                 seed: int = 0, progress: ProgressBars | None = None):
+                 seed: int = 0, progress: ProgressBars | None = None, describe=lambda arch: {}):
+        """describe(arch): extra fields for each row of the sampled-architectures table (benchmark accuracies)."""
         self.net, self.sampler, self.data, self.cfg, self.schedule = net, sampler, data, cfg, schedule
+        self.describe = describe
         self.aux_weight, self.run_dir, self.tracker = aux_weight, Path(run_dir), tracker
         self.progress = progress or ProgressBars(enabled=False)
         self.device = data.train.x.device
@@ -95,6 +98,7 @@ class SearchLoop(CheckpointedLoop):
             if self.schedule.num_updates > 0 and self.sampler.learns_from_rewards:
                 with _timer(timings, "time/controller_s", self.device):
                     metrics.update(self.train_sampler())
+                metrics.update(policy_diagnostics(self.sampler.space, self.sampler.most_likely()))
             if (self.epoch + 1) % self.cfg.eval_every_epochs == 0 or self.epoch + 1 == epochs:
                 with _timer(timings, "time/valid_s", self.device):
                     metrics["valid/acc"] = self.evaluate()
@@ -107,7 +111,10 @@ class SearchLoop(CheckpointedLoop):
             self._log_sampled()
             log.info("epoch %d/%d  %s", self.epoch, epochs,
                      "  ".join(f"{k}={v:.4g}" for k, v in record.items()
-                               if k not in ("epoch", "step") and not k.startswith("ops/")))
+                               if k not in ("epoch", "step") and "ops/" not in k))
+            warning = collapse_warning(record, self.cfg.collapse_entropy)
+            if warning:
+                log.warning("epoch %d: %s", self.epoch, warning)
             self.progress.advance(epoch_bar)
             self.progress.postfix(epoch_bar, **{k.split("/")[-1]: record[k] for k in EPOCH_POSTFIX if k in record})
             self.epoch_done()
@@ -134,7 +141,7 @@ class SearchLoop(CheckpointedLoop):
         # run draws the same architectures again (the policy does not change during this phase)
         sampler_state = copy.deepcopy(self.sampler.state_dict())
         archs, _ = self.sampler.sample(len(self.train_batches))
-        frequencies = op_frequencies(self.sampler.space, archs)
+        diagnostics = sample_diagnostics(self.sampler.space, archs)
         meter = EpochMeter(self.progress, "shared", self.epoch + 1, len(archs), self.cfg.log_every_steps,
                            self.device, log)
         done = self.resume_pass(meter)
@@ -142,7 +149,7 @@ class SearchLoop(CheckpointedLoop):
             meter.update(*self.shared_step(idx, arch), idx.numel())
             self.step_done(meter, sampler=sampler_state)
         self.epoch_step = 0
-        return {**meter.result(), **frequencies}
+        return {**meter.result(), **diagnostics}
 
     def _valid_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         idx = self.valid_batches.next_batch()
@@ -169,7 +176,7 @@ class SearchLoop(CheckpointedLoop):
         if sampled is not None:
             archs, rewards = sampled
             self.tracker.log_rows("sampled_archs", [
-                {"epoch": self.epoch, "arch": arch.to_enas_string(), "reward": reward}
+                {"epoch": self.epoch, "arch": arch.to_enas_string(), "reward": reward, **_flat(self.describe(arch))}
                 for arch, reward in zip(archs, rewards.tolist())], step=self.global_step)
 
     def evaluate(self) -> torch.Tensor:
@@ -179,23 +186,10 @@ class SearchLoop(CheckpointedLoop):
                                   self.data.std, self.cfg.batch_size, self.memory_format)
 
 
-def op_frequencies(space, archs: list) -> dict[str, float]:
-    """Share of each op among all op decisions of `archs` (the controller's op preferences): {"ops/<name>": share}."""
-    names = getattr(space, "op_names", None)
-    if not names or not archs:
-        return {}
-    columns, at = [], 0
-    for step in space.steps():  # positions of the op decisions among a rollout's choices
-        if step.kind == "op":
-            columns.append(at)
-        at += step.num_columns if step.is_choice else 0
-    counts = [0] * len(names)
-    for arch in archs:
-        choices = space.to_choices(arch)
-        for c in columns:
-            counts[choices[c]] += 1
-    total = sum(counts)
-    return {f"ops/{name}": n / total for name, n in zip(names, counts)}
+def _flat(fields: dict) -> dict:
+    """{"benchmark": {"cifar10_test": 93.1}} -> {"benchmark/cifar10_test": 93.1}: table columns."""
+    return {f"{k}/{sub}" if isinstance(v, dict) else k: x for k, v in fields.items()
+            for sub, x in (v.items() if isinstance(v, dict) else [(None, v)])}
 
 
 class _timer:

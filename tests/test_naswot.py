@@ -18,7 +18,8 @@ from enas.data import DataError, make_synthetic
 from enas.derive import kendall_tau
 from enas.naswot import NaswotJudge, naswot_kernel, naswot_score
 from enas.networks import build_network, load_arch
-from enas.pipeline import build_sampler, build_space, run_search
+from enas.build import build_sampler, build_space
+from enas.pipeline import run_search
 from enas.samplers import UniformSampler
 from enas.spaces.micro import MicroSpace
 from enas.spaces.nb201_arch import Nb201Arch
@@ -107,10 +108,11 @@ def test_channels_last_inplace_relu_and_an_autocast_context_give_the_same_score(
     net = micro_net()
     score = naswot_score(net, x)
     assert math.isfinite(score)
+    # NHWC kernels may round differently (thread count, oneDNN path): the same codes up to float summation order
     assert naswot_score(net.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)) \
-        == score
+        == pytest.approx(score, rel=1e-6)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert naswot_score(net, x) == score
+        assert naswot_score(net, x) == pytest.approx(score, rel=1e-6)
     assert naswot_score(conv_net(inplace=True), x) == naswot_score(conv_net(inplace=False), x)
 
 

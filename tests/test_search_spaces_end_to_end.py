@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from enas.networks import load_arch, space_of
-from enas.pipeline import build_sampler, run_derive, run_search, run_train
+from enas.build import build_sampler
+from enas.pipeline import run_derive, run_search, run_train
 from enas.samplers import UniformSampler
 from enas.spaces.macro import MacroSpace
 from enas.spaces.nb201_arch import Nb201Arch
@@ -50,7 +51,7 @@ def test_derive_mode_works_for_macro(smoke, tmp_path):
 def test_random_strategy_samples_uniformly_and_has_no_controller(smoke, space):
     cfg, _ = smoke(f"search_space={space}", "trainer.strategy=random")
     from enas.data import make_synthetic  # noqa: PLC0415
-    from enas.pipeline import build_space  # noqa: PLC0415 (the data only sizes the space here)
+    from enas.build import build_space  # noqa: PLC0415 (the data only sizes the space here)
     space_obj = build_space(cfg, make_synthetic(8, 8, image_size=16))
     sampler = build_sampler(cfg, space_obj, torch.device("cpu"))
     assert isinstance(sampler, UniformSampler) and not hasattr(sampler, "controller")

@@ -71,13 +71,15 @@ class Step:
                 zero vector when chosen (the ENAS micro controller's two cell inputs).
       "input":  choose one of the first `num_choices` anchors of the current block by additive attention;
                 the chosen anchor is the next input.
-      "op":     choose one of `num_choices` operations; the op's embedding is the next input.
+      "op":     choose one of `num_choices` operations (or values of `vocab`); its embedding is the next input.
       "skip":   an anchor step that also decides, for each of the first `num_choices` anchors of the block,
                 whether to connect it (an independent yes/no by additive attention, ENAS macro §3.3); it
                 contributes `num_choices` 0/1 columns to a rollout, and the next input is the sum of the chosen
                 anchors / (1 + #chosen). Its own output then becomes an anchor.
     block: anchors are reset when the block changes (one block per cell).
     logit_bias: a fixed bias added after the tanh shaping (ENAS micro normal cell), or None.
+    vocab: which decision an op step takes; op steps of one vocab share an embedding and a softmax (and so a
+           choice count). "op" is the ENAS op choice; other names (NAS-RL's "filter_height", ...) get their own.
     """
 
     kind: str
@@ -85,6 +87,7 @@ class Step:
     block: int = 0
     feed_zero: bool = False
     logit_bias: tuple[float, ...] | None = None
+    vocab: str = "op"
 
     def __post_init__(self) -> None:
         if self.kind not in STEP_KINDS:
@@ -95,6 +98,8 @@ class Step:
             raise ValueError(f"only op steps take a logit_bias, not a {self.kind!r} step")
         if self.logit_bias is not None and len(self.logit_bias) != self.num_choices:
             raise ValueError(f"logit_bias has {len(self.logit_bias)} entries for {self.num_choices} choices")
+        if self.vocab != "op" and (self.kind != "op" or not self.vocab.isidentifier()):
+            raise ValueError(f"vocab {self.vocab!r}: only op steps name a vocab, and it must be an identifier")
 
     @property
     def is_choice(self) -> bool:

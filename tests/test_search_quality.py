@@ -1,0 +1,192 @@
+"""Search quality you can see: benchmark accuracies on everything a nb201 run reports, the no-training baselines,
+collapse diagnostics, the rank check, and the report over a real (tiny) sweep."""
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+import torch
+
+from enas.config import ControllerConfig
+from enas.controller import Controller
+from enas.diagnostics import collapse_warning, policy_diagnostics, sample_diagnostics
+from enas.pipeline import run_report, run_search
+from enas.reinforce import Reinforce
+from enas.samplers import ControllerSampler, UniformSampler
+from enas.spaces.nb201 import Nb201Space
+from enas.spaces.nb201_arch import Nb201Arch, all_archs
+
+NB201 = ("search_space=nb201",)
+
+
+def _accuracies(arch: Nb201Arch) -> dict[str, float]:
+    """Made-up benchmark numbers that tell architectures apart: more 3x3 convs, higher accuracy."""
+    convs = arch.ops.count("nor_conv_3x3") + 0.5 * arch.ops.count("nor_conv_1x1")
+    return {"cifar10_valid": 50 + 6 * convs, "cifar10_test": 52 + 6 * convs, "cifar100_test": 20 + 5 * convs,
+            "imagenet16_test": 10 + 4 * convs}
+
+
+@pytest.fixture(scope="module")
+def benchmark_csv(tmp_path_factory):
+    """A table of all 15,625 nb201 cells in the README's CSV format."""
+    path = tmp_path_factory.mktemp("bench") / "nb201.csv"
+    keys = ("cifar10_valid", "cifar10_test", "cifar100_test", "imagenet16_test")
+    lines = [",".join(("arch", *keys))]
+    lines += [",".join((a.to_bench_string(), *(f"{_accuracies(a)[k]:.2f}" for k in keys))) for a in all_archs()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _json(path):
+    return json.loads(path.read_text())
+
+
+# --- benchmark accuracies everywhere ---------------------------------------------------------------------------
+def test_an_nb201_search_reports_benchmark_accuracies_everywhere(smoke, tmp_path, benchmark_csv):
+    result = run_search(*smoke(*NB201, f"benchmark.path={benchmark_csv}", "derive.rank_check_k=5"))
+    run_dir = tmp_path / "run"
+    best = Nb201Arch.from_enas_string(result["best_arch"])
+    expected = pytest.approx(_accuracies(best), abs=0.006)
+    assert result["benchmark"] == expected and _json(run_dir / "best_arch.json")["benchmark"] == expected
+    derived = _json(run_dir / "derived.json")
+    for candidate in derived["top"]:
+        assert candidate["benchmark"] == pytest.approx(
+            _accuracies(Nb201Arch.from_enas_string(candidate["enas_string"])), abs=0.006)
+    rows = [json.loads(line) for line in (run_dir / "sampled_archs.jsonl").read_text().splitlines()]
+    assert rows and all(r["benchmark/cifar10_test"] == pytest.approx(
+        _accuracies(Nb201Arch.from_enas_string(r["arch"]))["cifar10_test"], abs=0.006) for r in rows)
+    check = derived["rank_check"]  # tau against the benchmark's cifar10_valid: no retraining needed
+    assert check["reference"] == "benchmark cifar10_valid" and check["num_candidates"] == 5
+    assert check["kendall_tau"] is None or -1 <= check["kendall_tau"] <= 1
+    assert result["rank_check"]["kendall_tau"] == check["kendall_tau"]
+
+
+def test_a_bad_benchmark_path_fails_before_training(smoke, tmp_path):
+    with pytest.raises(ValueError, match="nowhere.csv"):
+        run_search(*smoke(*NB201, f"benchmark.path={tmp_path / 'nowhere.csv'}"))
+    assert not (tmp_path / "run" / "last.pt").exists()
+    with pytest.raises(ValueError, match="only for search_space=nb201"):
+        smoke(f"benchmark.path={tmp_path / 'nowhere.csv'}")  # micro
+
+
+# --- baselines ---------------------------------------------------------------------------------------------------
+def test_params_baseline_keeps_the_largest_sampled_architecture(smoke, tmp_path, benchmark_csv):
+    result = run_search(*smoke(*NB201, "trainer.strategy=params", f"benchmark.path={benchmark_csv}"))
+    scores = [json.loads(line) for line in (tmp_path / "run" / "scores.jsonl").read_text().splitlines()]
+    assert len(scores) == result["num_scored"] == 8  # naswot.num_samples of the smoke preset
+    largest = max(scores, key=lambda s: s["params"])
+    assert result["best_params"] == largest["params"] and result["best_arch"] == largest["enas_string"]
+    assert all("benchmark" in s for s in scores)
+    assert result["benchmark"] == pytest.approx(_accuracies(Nb201Arch.from_enas_string(result["best_arch"])),
+                                                abs=0.006)
+    # the count is the fixed network's at the search skeleton
+    from enas.build import build_dataset, skeleton_kwargs  # noqa: PLC0415
+    from enas.networks import build_network  # noqa: PLC0415
+    cfg, _ = smoke(*NB201, name="probe")
+    net = build_network(Nb201Arch.from_enas_string(result["best_arch"]),
+                        **skeleton_kwargs(cfg, build_dataset(cfg.data, torch.device("cpu"))))
+    assert sum(p.numel() for p in net.parameters()) == result["best_params"]
+
+
+def test_random_pick_takes_one_uniform_architecture_without_training(smoke, tmp_path):
+    result = run_search(*smoke(*NB201, "trainer.strategy=random_pick", "derive.proxy_epochs=1"))
+    assert result["strategy"] == "random_pick" and result["num_scored"] == 1
+    assert not (tmp_path / "run" / "last.pt").exists()  # nothing was searched
+    assert 0 <= result["proxy_acc"] <= 1 and result["proxy_epochs"] == 1  # the winner's standalone proxy
+    assert (tmp_path / "run" / "proxy" / "metrics.jsonl").exists()
+
+
+# --- collapse diagnostics ----------------------------------------------------------------------------------------
+def _nb201_controller_sampler(seed: int = 0) -> ControllerSampler:
+    space, c = Nb201Space(channels=8, cells_per_stage=1), ControllerConfig()
+    torch.manual_seed(seed)
+    controller = Controller(space.steps(), lstm_size=32, tanh_input=c.tanh_input, tanh_op=2.5, temperature=None)
+    return ControllerSampler(space, controller, Reinforce(controller, lr=0.05, entropy_weight=0.0),
+                             torch.Generator().manual_seed(seed))
+
+
+def _skip_reward(archs) -> torch.Tensor:
+    """Pays only for skip connections: drives the controller into the collapse weight sharing is known for."""
+    return torch.tensor([a.ops.count("skip_connect") / len(a.ops) for a in archs])
+
+
+def _epoch_diagnostics(sampler) -> dict:
+    archs, rollout = sampler.sample(50)
+    return {"controller/entropy_op": rollout.entropy_by_kind["op"].mean().item(),
+            **sample_diagnostics(sampler.space, archs), **policy_diagnostics(sampler.space, sampler.most_likely())}
+
+
+def test_diagnostics_see_a_controller_collapse_onto_skips():
+    sampler = _nb201_controller_sampler()
+    epochs = [_epoch_diagnostics(sampler)]
+    for _ in range(4):
+        for _ in range(10):
+            archs, rollout = sampler.sample(10, with_grad=True)
+            sampler.update(rollout, _skip_reward(archs))
+        epochs.append(_epoch_diagnostics(sampler))
+    first, last = epochs[0], epochs[-1]
+    assert first["controller/entropy_op"] > 0.9 and last["controller/entropy_op"] < 0.3  # falls
+    assert last["diag/param_free_share"] > first["diag/param_free_share"] + 0.2  # rises
+    assert last["most_likely/ops/skip_connect"] == 1.0 and last["diag/most_likely_param_free_share"] == 1.0
+    assert last["diag/distinct_archs"] < first["diag/distinct_archs"]
+    assert collapse_warning(first, 0.3) is None
+    assert "collapsed" in collapse_warning(last, 0.3)
+
+
+def test_diagnostics_stay_flat_for_the_uniform_sampler():
+    space = Nb201Space(channels=8, cells_per_stage=1)
+    sampler = UniformSampler(space, torch.Generator().manual_seed(0))
+    shares = [sample_diagnostics(space, sampler.sample(2000)[0])["diag/param_free_share"] for _ in range(3)]
+    assert all(abs(s - 3 / 5) < 0.03 for s in shares)  # none, skip and pool of the five ops
+    assert collapse_warning({"diag/param_free_share": shares[-1]}, 0.3) is None  # no entropy: no verdict
+
+
+def test_every_search_epoch_logs_the_diagnostics(smoke, tmp_path):
+    run_search(*smoke(*NB201))
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    for r in records:
+        assert 0 <= r["controller/entropy_op"] <= 1 and 0 <= r["diag/param_free_share"] <= 1
+        assert 1 <= r["diag/distinct_archs"] <= r["diag/num_sampled"]
+        assert sum(v for k, v in r.items() if k.startswith("most_likely/ops/")) == pytest.approx(1)
+
+
+def test_the_search_loop_warns_when_the_controller_has_collapsed(smoke, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="enas.search"):  # threshold 1: any policy counts as certain enough
+        run_search(*smoke(*NB201, "trainer.collapse_entropy=1.0", "trainer.epochs=1"))
+    record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
+    assert max(record["diag/param_free_share"], record["diag/most_likely_param_free_share"]) > 0.5  # 3 of 5 ops
+    assert any("epoch 1: the controller has collapsed" in m for m in caplog.messages)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="enas.search"):  # the default threshold: a fresh policy is fine
+        run_search(*smoke(*NB201, "trainer.epochs=1", name="default"))
+    assert not any("collapsed" in m for m in caplog.messages)
+
+
+# --- rank check without a benchmark, and the report over a real sweep -----------------------------------------
+@pytest.mark.slow
+def test_rank_check_retrains_the_top_candidates_when_no_benchmark_is_set(smoke, tmp_path):
+    result = run_search(*smoke("trainer.epochs=1", "derive.rank_check_k=3", "derive.rank_check_epochs=1"))
+    check = _json(tmp_path / "run" / "derived.json")["rank_check"]
+    assert check["reference"].startswith("proxy retrain (1 epochs") and check["num_candidates"] == 3
+    assert all(0 <= c["reference"] <= 1 for c in check["candidates"])
+    assert [(tmp_path / "run" / "rank_check" / f"{i:03d}" / "last.pt").exists() for i in range(3)] == [True] * 3
+    assert result["rank_check"]["num_candidates"] == 3
+
+
+@pytest.mark.slow
+def test_report_over_a_sweep_of_every_strategy(smoke, tmp_path, benchmark_csv):
+    sweep = tmp_path / "sweep"
+    strategies = ("enas", "random", "naswot", "params", "random_pick")
+    for job, strategy in enumerate(strategies):
+        run_search(*smoke(*NB201, f"trainer.strategy={strategy}", "trainer.epochs=1",
+                          f"benchmark.path={benchmark_csv}", name=f"sweep/{job}"))
+    result = run_report(*smoke("mode=report", f"load_from={sweep}", name="report"))
+    report = _json(sweep / "report.json")
+    assert [r["strategy"] for r in report["rows"]] == sorted(strategies)
+    assert report["metric"]["key"] == "benchmark/cifar10_test" and result["ranking"] == report["ranking"]
+    assert set(report["beats_baseline"]) == {"params", "random_pick"}  # baseline -> {search strategy: beat it?}
+    assert set(report["beats_baseline"]["params"]) == {"enas", "random", "naswot"}
+    assert "report_accuracy.png" in report["plots"] and (sweep / "report.md").exists()
+    table = [json.loads(line) for line in (tmp_path / "report" / "report.jsonl").read_text().splitlines()]
+    assert len(table) == 5 and all("benchmark/cifar10_test" in row for row in table)
