@@ -7,6 +7,8 @@
     python run.py mode=eval checkpoint=outputs/<date>/<time>/final.pt
     python run.py experiment=bench_nni     # speed benchmark (also bench_small, bench_paper)
     python run.py resume=outputs/<date>/<time>   # continue an interrupted run (Ctrl-C / SIGTERM save it first)
+    python run.py dist=ddp dist.nproc_per_node=4  # one search data-parallel over 4 GPUs (or: torchrun ... run.py)
+    python run.py -m hydra/launcher=slurm hydra.launcher.partition=gpu seed=0,1,2   # a sweep as SLURM jobs
     python run.py -m trainer.strategy=enas,random,naswot,params seed=0,1,2   # a comparison sweep, then its report:
     python run.py mode=report load_from=multirun/<date>/<time>             # (or python -m enas.report <dir>)
 """
@@ -26,7 +28,9 @@ from enas.config import Config, register_configs, validate
 from enas.data import DataError
 from enas.files import write_json_atomic, write_text_atomic
 from enas.interrupt import RunInterrupted
-from enas.pipeline import run_derive, run_eval, run_report, run_search, run_train
+from enas.launch import check_supported, hand_on, search, share_run_dir
+from enas.pipeline import run_derive, run_eval, run_report, run_train
+from enas.rank_check import run_rank_check
 from enas.resume import ResumeError, expand_resume
 from enas.spaces.base import ArchError
 
@@ -44,14 +48,16 @@ def main(cfg: DictConfig) -> float:
     try:
         config: Config = OmegaConf.to_object(cfg)
         validate(config)
+        check_supported(config, sweeping)
         if sweeping and config.logger.group is None:
             # the runs of one sweep share a W&B group named after the sweep directory
             config.logger.group = str(Path(hydra_cfg.sweep.dir)).strip("/").replace("/", "_")
-        mode = {"search": run_search, "derive": run_derive, "train": run_train, "eval": run_eval,
-                "bench": run_bench, "report": run_report}[config.mode]
+        mode = {"search": search, "derive": run_derive, "train": run_train, "eval": run_eval,
+                "bench": run_bench, "report": run_report, "rank_check": run_rank_check}[config.mode]
         result = mode(config, resolved)
     except RunInterrupted as e:
         log.warning("%s; continue with: python run.py resume=%s", e, cfg.paths.output_dir)
+        hand_on(e.signum)  # SIGUSR2 in a submitit job: submitit requeues it, and it resumes from last.pt
         sys.exit(e.exit_code)
     except (DataError, ArchError, ValueError, FileNotFoundError) as e:
         log.error("%s", e)  # bad input: one clear message, no traceback, non-zero exit
@@ -69,4 +75,5 @@ if __name__ == "__main__":
     except ResumeError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    sys.argv = share_run_dir(sys.argv)  # under torchrun: one run directory for all ranks
     main()

@@ -18,6 +18,7 @@ from enas.reinforce import Reinforce
 from enas.samplers import ControllerSampler, UniformSampler
 from enas.spaces.macro import MacroSpace
 from enas.spaces.micro import MicroSpace
+from enas.spaces.nasrl_conv import NasrlConvSpace
 from enas.spaces.nb201 import Nb201Space
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,8 @@ def build_space(cfg: Config, data: Dataset):
     if s.name == "nb201":
         return Nb201Space(channels=s.channels, cells_per_stage=s.num_layers // 3, affine=s.affine,
                           track_running_stats=s.track_running_stats, **shape)
+    if s.name == "nasrl_conv":
+        return NasrlConvSpace(num_layers=s.num_layers, stem_channels=s.channels, dropout=s.dropout, **shape)
     return MicroSpace(num_nodes=s.num_nodes, num_layers=s.num_layers, channels=s.channels,
                       image_size=data.train.x.shape[-1], dropout=s.dropout, aux_head=s.aux_weight > 0,
                       normal_op_bias=s.normal_op_bias, **shape)
@@ -94,8 +97,11 @@ def build_components(cfg: Config):
 def fixed_network_kwargs(space: str, data: Dataset, num_layers: int, channels: int, dropout: float,
                          aux_head: bool = False, drop_path_keep: float = 1.0) -> dict:
     """Constructor arguments of a space's fixed network at this depth and width, sized for the data. nb201 takes
-    num_layers // 3 cells per stage; macro ignores the aux head and drop-path (it has neither)."""
+    num_layers // 3 cells per stage; macro ignores the aux head and drop-path (it has neither); nasrl_conv's depth is
+    the architecture's (num_layers must match it) and its channels are the stem's width (0: no stem)."""
     shape = dict(num_classes=data.num_classes, in_channels=data.train.x.shape[1])
+    if space == "nasrl_conv":
+        return dict(num_layers=num_layers, stem_channels=channels, dropout=dropout, **shape)
     if space == "macro":
         return dict(num_layers=num_layers, channels=channels, dropout=dropout, **shape)
     if space == "nb201":
@@ -112,6 +118,13 @@ def skeleton_kwargs(cfg: Config, data: Dataset) -> dict:
     return fixed_network_kwargs(s.name, data, s.num_layers, s.channels, getattr(s, "dropout", 0.0))
 
 
+def skeleton_params(cfg: Config, data: Dataset, arch) -> int:
+    """Parameters of `arch`'s fixed network at the search skeleton, built on the meta device (shapes only: no
+    memory, no initialisation): the `params` baseline's score and a column of every search's result."""
+    with torch.device("meta"):
+        return sum(p.numel() for p in build_network(arch, **skeleton_kwargs(cfg, data)).parameters())
+
+
 def naswot_judge(cfg: Config, data: Dataset) -> NaswotJudge:
     """Fresh networks at the search skeleton, each scored on the same naswot.batch_size training images."""
     memory_format = torch.channels_last if cfg.trainer.channels_last else torch.contiguous_format
@@ -124,7 +137,7 @@ def network_kwargs(arch, cfg, data: Dataset) -> dict:
     """Constructor arguments of `arch`'s fixed network from the retrain config and the data's shape."""
     space = space_of(arch)
     # a macro network's depth is the architecture's own (a configured depth must agree); micro 15, nb201 5 x 3
-    depth = cfg.num_layers or (arch.num_layers if space == "macro" else 15)
+    depth = cfg.num_layers or (arch.num_layers if space in ("macro", "nasrl_conv") else 15)
     return fixed_network_kwargs(space, data, depth, cfg.channels, cfg.dropout, cfg.aux_weight > 0,
                                 cfg.drop_path_keep)
 

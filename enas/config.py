@@ -69,7 +69,17 @@ class Nb201SpaceConfig:
     aux_weight: float = 0.0  # no aux head
 
 
-SPACE_NAMES = ("micro", "macro", "nb201")
+@dataclass
+class NasrlConvSpaceConfig:
+    name: str = "nasrl_conv"
+    num_layers: int = 6  # conv layers; each picks its filter height, width, count and skips (Zoph & Le §3.1-3.3)
+    channels: int = 0  # stem conv width; 0: the layers read the raw image, as in the paper
+    dropout: float = 0.0
+    aux_weight: float = 0.0  # no aux head
+
+
+SPACE_NAMES = ("micro", "macro", "nb201", "nasrl_conv")
+NO_SUPERNET_SPACES = ("nasrl_conv",)  # searched by nas_rl or a training-free strategy, never with shared weights
 
 
 @dataclass
@@ -163,6 +173,16 @@ class DeriveConfig:
 
 
 @dataclass
+class RankCheckConfig:
+    """mode=rank_check: a reference set of uniform architectures trained standalone, against a supernet's scores."""
+
+    num_archs: int = 30
+    seed: int = 0
+    epochs: int = 10
+    reference: Optional[str] = None
+
+
+@dataclass
 class BenchmarkConfig:
     """NAS-Bench-201 accuracies for every nb201 architecture a run reports (enas.benchmark)."""
 
@@ -175,6 +195,20 @@ class NaswotConfig:
 
     num_samples: int = 100
     batch_size: int = 128
+
+
+@dataclass
+class NasRlConfig:
+    """trainer.strategy=nas_rl: the ENAS controller and REINFORCE, every child trained from scratch (enas.nas_rl)."""
+
+    num_updates: int = 50
+    children_per_update: int = 8  # m, the paper's minibatch of architectures per controller update
+    child_epochs: int = 10
+    child_channels: Optional[int] = None  # null: search_space.channels
+    child_layers: Optional[int] = None  # null: search_space.num_layers
+    reward: str = "train"  # train | benchmark (nb201: the table's cifar10_valid, no training)
+    reward_shaping: Optional[str] = None  # null: validation accuracy | zoph: max of the last 5 epochs, cubed
+    workers: int = 1  # children trained at once in a process pool on this machine
 
 
 @dataclass
@@ -196,6 +230,15 @@ class LoggerConfig:
 
 
 @dataclass
+class DistConfig:
+    """One search over several processes (enas.distributed, enas.launch): dist=ddp, or torchrun."""
+
+    nproc_per_node: int = 1  # processes this Hydra job starts with torch's elastic launcher (1: none)
+    backend: Optional[str] = None  # null: nccl on CUDA, gloo on CPU
+    grad_sync: str = "ddp"  # ddp | allreduce_used
+
+
+@dataclass
 class PathsConfig:
     data_dir: str = MISSING
     output_dir: str = MISSING
@@ -210,7 +253,7 @@ class Config:
     resume: bool = True
     load_from: Optional[str] = None
     data: Any = MISSING
-    search_space: Any = MISSING  # MicroSpaceConfig | MacroSpaceConfig | Nb201SpaceConfig
+    search_space: Any = MISSING  # MicroSpaceConfig | MacroSpaceConfig | Nb201SpaceConfig | NasrlConvSpaceConfig
     controller: ControllerConfig = MISSING
     trainer: SearchTrainerConfig = MISSING
     retrain: RetrainConfig = MISSING
@@ -218,15 +261,20 @@ class Config:
     checkpoint: Optional[str] = None
     derive: DeriveConfig = field(default_factory=DeriveConfig)
     naswot: NaswotConfig = field(default_factory=NaswotConfig)
+    nas_rl: NasRlConfig = field(default_factory=NasRlConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
+    rank_check: RankCheckConfig = field(default_factory=RankCheckConfig)
     logger: LoggerConfig = MISSING
+    dist: DistConfig = field(default_factory=DistConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
 
 
-MODES = ("search", "derive", "train", "eval", "bench", "report")
-STRATEGIES = ("enas", "random", "naswot", "params", "random_pick")
+MODES = ("search", "derive", "train", "eval", "bench", "report", "rank_check")
+STRATEGIES = ("enas", "random", "naswot", "params", "random_pick", "nas_rl")
+NAS_RL_REWARDS, NAS_RL_SHAPINGS = ("train", "benchmark"), ("zoph",)
 PREFILTERS = ("naswot",)
+GRAD_SYNCS = ("ddp", "allreduce_used")
 
 
 def register_configs() -> None:
@@ -238,10 +286,12 @@ def register_configs() -> None:
     cs.store(group="search_space", name="micro_schema", node=MicroSpaceConfig)
     cs.store(group="search_space", name="macro_schema", node=MacroSpaceConfig)
     cs.store(group="search_space", name="nb201_schema", node=Nb201SpaceConfig)
+    cs.store(group="search_space", name="nasrl_conv_schema", node=NasrlConvSpaceConfig)
     cs.store(group="controller", name="controller_schema", node=ControllerConfig)
     cs.store(group="trainer", name="search_schema", node=SearchTrainerConfig)
     cs.store(group="retrain", name="retrain_schema", node=RetrainConfig)
     cs.store(group="logger", name="logger_schema", node=LoggerConfig)
+    cs.store(group="dist", name="dist_schema", node=DistConfig)
 
 
 def validate(cfg: Config) -> None:
@@ -258,10 +308,15 @@ def validate(cfg: Config) -> None:
                                                         f"{cfg.trainer.lr_min}; need lr_max >= lr_min >= 0"),
         (cfg.search_space.name in SPACE_NAMES, f"search_space.name={cfg.search_space.name!r} is not one of "
                                                f"{', '.join(SPACE_NAMES)}"),
-        (cfg.search_space.channels % 2 == 0 and cfg.search_space.channels > 0,
+        (cfg.search_space.name == "nasrl_conv"  # its channels are a stem width, 0 allowed: checked below
+         or (cfg.search_space.channels % 2 == 0 and cfg.search_space.channels > 0),
          f"search_space.channels={cfg.search_space.channels}; must be a positive even number "
          "(factorized reduction splits channels in two)"),
-        (getattr(cfg.search_space, "num_layers", 3) >= 3,
+        (cfg.search_space.name != "nasrl_conv"
+         or (cfg.search_space.channels >= 0 and cfg.search_space.num_layers >= 1),
+         f"search_space.channels={cfg.search_space.channels}, num_layers={cfg.search_space.num_layers}; nasrl_conv "
+         "needs channels >= 0 (the stem width; 0: no stem) and num_layers >= 1"),
+        (cfg.search_space.name == "nasrl_conv" or getattr(cfg.search_space, "num_layers", 3) >= 3,
          f"search_space.num_layers={getattr(cfg.search_space, 'num_layers', None)}; must be >= 3"),
         (cfg.search_space.name != "nb201" or cfg.search_space.num_layers % 3 == 0,
          f"search_space.num_layers={cfg.search_space.num_layers}; nb201 needs a multiple of 3 (cells in 3 stages)"),
@@ -289,6 +344,10 @@ def validate(cfg: Config) -> None:
         (cfg.benchmark.path is None or cfg.search_space.name == "nb201",
          f"benchmark.path={cfg.benchmark.path!r} is set but search_space={cfg.search_space.name}; NAS-Bench-201 "
          "lookups exist only for search_space=nb201"),
+        *_nas_rl_checks(cfg),
+        (cfg.rank_check.num_archs >= 2 and cfg.rank_check.epochs >= 1,
+         f"rank_check.num_archs={cfg.rank_check.num_archs}, epochs={cfg.rank_check.epochs}; need num_archs >= 2 "
+         "(a ranking) and epochs >= 1"),
         (cfg.naswot.num_samples >= 1, f"naswot.num_samples={cfg.naswot.num_samples}; must be >= 1"),
         (cfg.naswot.batch_size >= 2, f"naswot.batch_size={cfg.naswot.batch_size}; must be >= 2 (the score compares "
                                      "images with each other)"),
@@ -304,7 +363,49 @@ def validate(cfg: Config) -> None:
                                           "enas_micro_paper, enas_macro_paper>"),
         (cfg.mode != "eval" or cfg.checkpoint, "mode=eval needs checkpoint=<final.pt of a mode=train run>"),
         (cfg.logger.name in ("none", "wandb"), f"logger.name={cfg.logger.name!r}; allowed none, wandb"),
+        (cfg.dist.nproc_per_node >= 1 and cfg.dist.grad_sync in GRAD_SYNCS
+         and cfg.dist.backend in (None, "gloo", "nccl"),
+         f"dist.nproc_per_node={cfg.dist.nproc_per_node}, grad_sync={cfg.dist.grad_sync!r}, backend="
+         f"{cfg.dist.backend!r}; need nproc_per_node >= 1, grad_sync one of {', '.join(GRAD_SYNCS)}, backend null "
+         "(nccl on CUDA, gloo on CPU), gloo or nccl"),
     ]
     for ok, message in checks:
         if not ok:
             raise ValueError(message)
+
+
+def _nas_rl_checks(cfg: Config) -> list[tuple[bool, str]]:
+    """trainer.strategy=nas_rl and search_space=nasrl_conv (a space without shared weights)."""
+    n, space = cfg.nas_rl, cfg.search_space.name
+    checks = [
+        (space not in NO_SUPERNET_SPACES or cfg.mode != "search" or cfg.trainer.strategy not in ("enas", "random"),
+         f"trainer.strategy={cfg.trainer.strategy} needs a supernet (shared weights), but search_space={space} has "
+         "none; use trainer.strategy=nas_rl (every child trained from scratch) or naswot, params, random_pick"),
+        (space not in NO_SUPERNET_SPACES or cfg.mode not in ("derive", "bench"),
+         f"mode={cfg.mode} needs a supernet (shared weights), but search_space={space} has none"),
+    ]
+    if cfg.trainer.strategy != "nas_rl":
+        return checks
+    return checks + [
+        (n.num_updates >= 1 and n.children_per_update >= 1 and n.child_epochs >= 1 and n.workers >= 1,
+         f"nas_rl.num_updates={n.num_updates}, children_per_update={n.children_per_update}, child_epochs="
+         f"{n.child_epochs}, workers={n.workers}; each must be >= 1"),
+        (n.reward in NAS_RL_REWARDS, f"nas_rl.reward={n.reward!r} is not one of {', '.join(NAS_RL_REWARDS)}"),
+        (n.reward_shaping is None or n.reward_shaping in NAS_RL_SHAPINGS,
+         f"nas_rl.reward_shaping={n.reward_shaping!r}; allowed null (the validation accuracy) or "
+         f"{', '.join(NAS_RL_SHAPINGS)} (the max of the last 5 epochs, cubed)"),
+        (n.reward != "benchmark" or space == "nb201",
+         f"nas_rl.reward=benchmark looks rewards up in NAS-Bench-201, which holds only search_space=nb201, not "
+         f"{space}; use nas_rl.reward=train"),
+        (n.reward != "benchmark" or bool(cfg.benchmark.path),
+         "nas_rl.reward=benchmark needs benchmark.path=<NAS-Bench-201 table or NATS directory> (README: benchmark "
+         "file)"),
+        (n.child_channels is None or (n.child_channels >= 0 if space == "nasrl_conv" else
+                                      n.child_channels > 0 and n.child_channels % 2 == 0),
+         f"nas_rl.child_channels={n.child_channels}; allowed null (search_space.channels) or a positive even number "
+         "(nasrl_conv: the stem width, >= 0)"),
+        (n.child_layers is None or (n.child_layers == cfg.search_space.num_layers if space == "nasrl_conv" else
+                                    n.child_layers >= 3 and (space != "nb201" or n.child_layers % 3 == 0)),
+         f"nas_rl.child_layers={n.child_layers}; allowed null (search_space.num_layers) or >= 3 (nb201: a multiple "
+         "of 3; nasrl_conv: the architecture's depth, search_space.num_layers)"),
+    ]

@@ -1,6 +1,8 @@
-"""Stop a run cleanly on SIGINT (Ctrl-C) or SIGTERM (`kill`, a cluster's preemption or time limit).
+"""Stop a run cleanly on SIGINT (Ctrl-C), SIGTERM (`kill`, a cluster's preemption or time limit) or SIGUSR2 (the
+advance warning submitit asks SLURM for before a time limit; after the save, run.py hands it on to submitit, which
+requeues the job, and the job resumes from `last.pt`).
 
-Inside `with StopSignals() as stop:` either signal only sets `stop.signum`; the training loop finishes the step it
+Inside `with StopSignals() as stop:` each of them only sets `stop.signum`; the training loop finishes the step it
 is in, writes `last.pt` (with its position inside the epoch) and raises `RunInterrupted`. A second signal stops at
 once (KeyboardInterrupt) and leaves the last complete checkpoint: checkpoints are written atomically, so no
 moment of a kill, SIGKILL included, leaves an unloadable `last.pt`.
@@ -12,7 +14,7 @@ import signal
 import threading
 
 log = logging.getLogger(__name__)
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
 
 
 class RunInterrupted(Exception):
@@ -28,8 +30,9 @@ class RunInterrupted(Exception):
 
 
 class StopSignals:
-    """Turns SIGINT/SIGTERM into a request the loop polls between steps (a Python flag: no device sync). Outside
-    the main thread (where handlers cannot be installed) it does nothing and signals keep their default action."""
+    """Turns SIGINT/SIGTERM/SIGUSR2 into a request the loop polls between steps (a Python flag: no device sync).
+    Outside the main thread (where handlers cannot be installed) it does nothing and signals keep their default
+    action."""
 
     def __init__(self):
         self.signum: int | None = None
@@ -41,6 +44,8 @@ class StopSignals:
 
     def _handle(self, signum: int, frame) -> None:
         if self.signum is not None:
+            if signum == signal.SIGUSR2:  # a repeated advance warning (a cluster may signal every process of a job)
+                return
             raise KeyboardInterrupt(f"second {signal.Signals(signum).name}: stopping now; last.pt holds the last "
                                     "complete checkpoint")
         self.signum = signum

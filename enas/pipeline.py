@@ -17,12 +17,14 @@ import torch
 
 from enas.artefacts import NETWORK_NAME, pictures, publish, write_result
 from enas.build import (benchmark_lookup, build_components, build_dataset, configure_backends, naswot_judge,
-                        network_kwargs, resolve_device)
+                        network_kwargs, resolve_device, skeleton_params)
 from enas.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from enas.config import Config
 from enas.data import Dataset, DataError, with_valid_in_train
 from enas.derive import derive, write_derived
+from enas.distributed import SINGLE, World
 from enas.judges import network_accuracy
+from enas.nas_rl import run_nas_rl
 from enas.networks import build_network, load_arch, load_network, save_network, space_of
 from enas.progress import ProgressBars
 from enas.rank_check import proxy_result, rank_check
@@ -35,9 +37,13 @@ from enas.training_free import TRAINING_FREE, run_training_free
 log = logging.getLogger(__name__)
 
 
-def run_search(cfg: Config, resolved_config: dict) -> dict:
+def run_search(cfg: Config, resolved_config: dict, world: World = SINGLE) -> dict:
+    """world: this process's rank in a data-parallel search (enas.launch starts those); rank 0 alone writes the
+    run directory and derives, the others return {} after the last epoch."""
     if cfg.trainer.strategy in TRAINING_FREE:
         return run_training_free(cfg, resolved_config)
+    if cfg.trainer.strategy == "nas_rl":
+        return run_nas_rl(cfg, resolved_config)
     start = time.perf_counter()
     run_dir = Path(cfg.paths.output_dir)
     describe = benchmark_lookup(cfg)
@@ -45,16 +51,18 @@ def run_search(cfg: Config, resolved_config: dict) -> dict:
     checkpoint_path = run_dir / CHECKPOINT_NAME
     state = load_checkpoint(checkpoint_path, data.train.x.device) if cfg.resume and checkpoint_path.exists() else None
     tracker = Tracker(run_dir, cfg.logger, resolved_config, resume_epoch=state["epoch"] if state else None,
-                      wandb_id=state.get("wandb_id") if state else None)
+                      wandb_id=state.get("wandb_id") if state else None, enabled=world.is_main)
     try:
         loop = SearchLoop(net, sampler, data, cfg.trainer,
                           ControllerSchedule(cfg.controller.num_updates, cfg.controller.num_aggregate),
-                          cfg.search_space.aux_weight, run_dir, tracker, seed=cfg.seed, progress=ProgressBars(),
-                          describe=describe)
+                          cfg.search_space.aux_weight, run_dir, tracker, seed=cfg.seed,
+                          progress=ProgressBars() if world.is_main else None, describe=describe, world=world)
         if state is not None:
             loop.load_state_dict(state)
             log.info("resuming from %s at epoch %d", checkpoint_path, loop.epoch)
         loop.run(cfg.trainer.epochs)
+        if not world.is_main:
+            return {}
         return _derive_and_report(cfg, net, sampler, data, run_dir, tracker, start, loop.memory_format, describe)
     finally:
         tracker.finish()
@@ -101,8 +109,8 @@ def _derive_and_report(cfg: Config, net, sampler, data, run_dir: Path, tracker: 
     wall_time = round(time.perf_counter() - start, 2)  # search and derive (and rank check), not the proxy retrain
     result = write_result(run_dir, {
         "mode": cfg.mode, "space": cfg.search_space.name, "strategy": cfg.trainer.strategy,
-        "best_arch": best.arch.to_enas_string(), "best_valid_acc": best.valid_acc, **looked_up,
-        **proxy_result(cfg, data, best.arch, run_dir),
+        "best_arch": best.arch.to_enas_string(), "best_valid_acc": best.valid_acc,
+        "best_params": skeleton_params(cfg, data, best.arch), **looked_up, **proxy_result(cfg, data, best.arch, run_dir),
         **({"rank_check": {k: v for k, v in ranking.items() if k != "candidates"}} if ranking else {}),
         "seed": cfg.seed, "wall_time_s": wall_time, "artefacts": artefacts})
     publish(tracker, run_dir, result["artefacts"], ("best_arch", "derived"))

@@ -8,29 +8,36 @@ sweep's report compares strategies on one standalone measure.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 from pathlib import Path
 
 import torch
 
-from enas.build import skeleton_kwargs
+from enas.artefacts import write_result
+from enas.build import build_dataset, build_space, configure_backends, resolve_device, skeleton_kwargs
 from enas.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from enas.config import Config
 from enas.data import Dataset
 from enas.derive import Candidate, kendall_tau
-from enas.networks import build_network
+from enas.files import write_json_atomic
+from enas.judges import split_accuracy
+from enas.networks import arch_from_json, build_network
 from enas.retrain import RetrainLoop
 from enas.tracking import Tracker
 
 log = logging.getLogger(__name__)
 BENCHMARK_REFERENCE = ("cifar10_valid", "cifar10_test")  # the first one the benchmark holds
+REFERENCE_NAME = "reference.json"
 
 
 def proxy_accuracy(cfg: Config, data: Dataset, arch, run_dir: Path, epochs: int) -> float:
     """Validation accuracy of `arch` trained from scratch at the search skeleton (aux head and drop-path off) for
-    `epochs` epochs of the retrain recipe, seeded with cfg.seed; its run directory resumes like any training."""
-    recipe = dataclasses.replace(cfg.retrain, epochs=epochs, aux_weight=0.0, drop_path_keep=1.0, train_on_valid=False)
+    `epochs` epochs of the retrain recipe with its learning rate in one cosine cycle over those epochs, seeded with
+    cfg.seed; its run directory resumes like any training."""
+    recipe = dataclasses.replace(cfg.retrain, epochs=epochs, lr_t0_epochs=epochs, lr_t_mult=1, aux_weight=0.0,
+                                 drop_path_keep=1.0, train_on_valid=False)
     with torch.random.fork_rng([data.train.x.device] if data.train.x.device.type == "cuda" else []):
         torch.manual_seed(cfg.seed)
         net = build_network(arch, **skeleton_kwargs(cfg, data)).to(data.train.x.device)
@@ -41,10 +48,14 @@ def proxy_accuracy(cfg: Config, data: Dataset, arch, run_dir: Path, epochs: int)
             loop = RetrainLoop(net, data, data.valid, "valid", recipe, run_dir, tracker, seed=cfg.seed)
             if state is not None:
                 loop.load_state_dict(state)
-            record = loop.run()
+            record = loop.run() or _last_record(run_dir)  # a finished run (resumed after it ended) trains nothing
         finally:
             tracker.finish()
     return float(record["valid/acc"])
+
+
+def _last_record(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
 
 
 def rank_check(cfg: Config, data: Dataset, ranked: list[Candidate], describe, run_dir: Path) -> dict:
@@ -80,3 +91,70 @@ def proxy_result(cfg: Config, data: Dataset, arch, run_dir: Path) -> dict:
              cfg.derive.proxy_epochs)
     return {"proxy_acc": accuracy, "proxy_epochs": cfg.derive.proxy_epochs,
             "proxy_time_s": round(time.perf_counter() - start, 2)}
+
+
+# --- mode=rank_check ----------------------------------------------------------------------------------------------
+def run_rank_check(cfg: Config, resolved_config: dict) -> dict:
+    """`rank_check.num_archs` uniform architectures (fixed by `rank_check.seed`), each trained standalone with the
+    proxy recipe, their accuracies written to a reference JSON (or read from `rank_check.reference` when it exists:
+    a reference set is trained once and reused for every supernet); with `load_from=<search run>` the supernet of
+    that run scores the same architectures on the validation split and the Kendall tau between the two is reported."""
+    start, run_dir = time.perf_counter(), Path(cfg.paths.output_dir)
+    device = resolve_device(cfg.device)
+    configure_backends(device, cfg.deterministic)
+    data = build_dataset(cfg.data, device)
+    space = build_space(cfg, data)
+    reference_path = Path(cfg.rank_check.reference) if cfg.rank_check.reference else run_dir / REFERENCE_NAME
+    reference = _standalone_reference(cfg, data, space, reference_path, run_dir)
+    archs = [arch_from_json(entry["arch"]) for entry in reference["archs"]]
+    standalone = [entry["valid_acc"] for entry in reference["archs"]]
+    result = {"mode": "rank_check", "space": cfg.search_space.name, "num_archs": len(archs),
+              "reference": str(reference_path), "recipe": reference["recipe"],
+              "standalone_valid_acc": {"mean": sum(standalone) / len(standalone), "min": min(standalone),
+                                       "max": max(standalone)}}
+    if cfg.load_from:
+        shared = _shared_weight_scores(cfg, data, space, archs)
+        tau = kendall_tau(shared, standalone)
+        log.info("Kendall tau %s between the shared-weight accuracy of %s and standalone accuracy over %d "
+                 "architectures", "n/a" if tau is None else f"{tau:.3f}", cfg.load_from, len(archs))
+        result.update({"supernet": str(cfg.load_from), "kendall_tau": tau})
+        write_json_atomic(run_dir / "rank_check.json", {**result, "archs": [
+            {"enas_string": a.to_enas_string(), "standalone_valid_acc": r, "shared_valid_acc": w}
+            for a, r, w in zip(archs, standalone, shared)]})
+    return write_result(run_dir, {**result, "wall_time_s": round(time.perf_counter() - start, 2)})
+
+
+def _standalone_reference(cfg: Config, data: Dataset, space, path: Path, run_dir: Path) -> dict:
+    """The reference set: read from `path`, or trained now (each architecture resumable in its own folder) and
+    written there, entry by entry, so an interrupted run keeps what it finished."""
+    recipe = {"space": cfg.search_space.name, "skeleton": skeleton_kwargs(cfg, data), "epochs": cfg.rank_check.epochs,
+              "retrain": dataclasses.asdict(cfg.retrain), "seed": cfg.rank_check.seed,
+              "train_images": len(data.train), "valid_images": len(data.valid)}
+    done = json.loads(path.read_text()) if path.exists() else {"recipe": recipe, "archs": []}
+    if done["recipe"]["space"] != cfg.search_space.name:
+        raise ValueError(f"rank_check.reference={str(path)!r} holds {done['recipe']['space']} architectures but "
+                         f"search_space={cfg.search_space.name}")
+    if len(done["archs"]) >= cfg.rank_check.num_archs:
+        return {**done, "archs": done["archs"][:cfg.rank_check.num_archs]}
+    generator = torch.Generator().manual_seed(cfg.rank_check.seed)
+    archs = [space.sample_uniform(generator) for _ in range(cfg.rank_check.num_archs)]
+    for i, arch in enumerate(archs[len(done["archs"]):], start=len(done["archs"])):
+        t0 = time.perf_counter()
+        accuracy = proxy_accuracy(cfg, data, arch, run_dir / "standalone" / f"{i:03d}", cfg.rank_check.epochs)
+        done["archs"].append({"arch": arch.to_json(), "enas_string": arch.to_enas_string(), "valid_acc": accuracy,
+                              "train_time_s": round(time.perf_counter() - t0, 2)})
+        write_json_atomic(path, done)
+        log.info("standalone %d/%d: validation accuracy %.4f in %.0f s  %s", i + 1, len(archs), accuracy,
+                 done["archs"][-1]["train_time_s"], arch.to_enas_string())
+    return done
+
+
+def _shared_weight_scores(cfg: Config, data: Dataset, space, archs: list) -> list[float]:
+    source = Path(cfg.load_from)
+    state = load_checkpoint(source / CHECKPOINT_NAME if source.is_dir() else source, data.train.x.device)
+    net = space.supernet().to(data.train.x.device)
+    net.load_state_dict(state["net"])
+    memory_format = torch.channels_last if cfg.trainer.channels_last else torch.contiguous_format
+    net.to(memory_format=memory_format)
+    return torch.stack([split_accuracy(net, lambda a=arch: a, data.valid, data.mean, data.std, cfg.derive.batch_size,
+                                       memory_format) for arch in archs]).tolist()

@@ -32,7 +32,7 @@ BASELINES = ("params", "random_pick")  # strategies that search nothing: a searc
 CONFIG_KEYS = ("seed", "trainer.strategy", "search_space.name")
 # value key, column header, display scale (result.json's 0..1 → %), format; shown when any run has the value
 COLUMNS = (
-    ("best_valid_acc", "shared-weight acc %", 100, ".2f"),
+    ("best_valid_acc", "search valid acc %", 100, ".2f"),  # shared weights; nas_rl: the child trained alone
     ("best_score", "training-free score (NASWOT / params)", 1, ".2f"),
     ("benchmark/cifar10_valid", "C10 valid %", 1, ".2f"),
     ("benchmark/cifar10_test", "C10 test %", 1, ".2f"),
@@ -47,7 +47,7 @@ SCALES = {key: scale for key, _, scale, _ in COLUMNS}
 # ranking metrics, most trustworthy first: the first one every successful run has (else shared-weight accuracy)
 METRICS = {"benchmark/cifar10_test": "NAS-Bench-201 CIFAR-10 test accuracy (%)",
            "proxy_acc": "proxy accuracy (%), short standalone retrain",
-           "best_valid_acc": "accuracy with shared weights (%)"}
+           "best_valid_acc": "validation accuracy at search time (%; shared weights except nas_rl)"}
 ARCH_CHARS = 48  # longer architecture strings are shortened in report.md; report.json keeps them whole
 DPI = 100
 

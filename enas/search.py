@@ -7,6 +7,8 @@ Reference: enas_reference.md §4 (shared-weights training) and §3 (controller s
    minibatch, one REINFORCE step);
 3. validation accuracy of freshly sampled children (logging only), then `last.pt`.
 Metrics accumulate as device tensors and are read once per `log_every_steps` and once per epoch.
+Data-parallel over several processes, `world` (enas.distributed) shares the architectures, splits each global batch,
+averages gradients and shards the rewards; with one process (SINGLE) each of its calls returns at once.
 """
 from __future__ import annotations
 
@@ -25,8 +27,9 @@ from enas.checkpoint import CheckpointedLoop
 from enas.config import SearchTrainerConfig
 from enas.data import Dataset, check_batch_fits
 from enas.diagnostics import collapse_warning, policy_diagnostics, sample_diagnostics
+from enas.distributed import SINGLE, World
 from enas.interrupt import StopSignals
-from enas.judges import shared_weight_rewards, split_accuracy
+from enas.judges import split_accuracy
 from enas.optim import sgd_with_restarts
 from enas.progress import EpochMeter, ProgressBars
 from enas.tracking import Tracker
@@ -60,9 +63,12 @@ class SearchLoop(CheckpointedLoop):
 
     def __init__(self, net: nn.Module, sampler, data: Dataset, cfg: SearchTrainerConfig,
                  schedule: ControllerSchedule, aux_weight: float, run_dir: str | Path, tracker: Tracker,
-                 seed: int = 0, progress: ProgressBars | None = None, describe=lambda arch: {}):
-        """describe(arch): extra fields for each row of the sampled-architectures table (benchmark accuracies)."""
-        self.net, self.sampler, self.data, self.cfg, self.schedule = net, sampler, data, cfg, schedule
+                 seed: int = 0, progress: ProgressBars | None = None, describe=lambda arch: {},
+                 world: World = SINGLE):
+        """describe(arch): extra fields for each row of the sampled-architectures table (benchmark accuracies);
+        world: this process's rank among the processes of one data-parallel search (SINGLE: alone)."""
+        self.net, self.data, self.cfg, self.schedule, self.world = net, data, cfg, schedule, world
+        self.sampler = world.share_sampler(sampler)
         self.describe = describe
         self.aux_weight, self.run_dir, self.tracker = aux_weight, Path(run_dir), tracker
         self.progress = progress or ProgressBars(enabled=False)
@@ -70,13 +76,16 @@ class SearchLoop(CheckpointedLoop):
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         check_batch_fits(data.train, cfg.batch_size, "train")
         check_batch_fits(data.valid, cfg.batch_size, "valid")
+        world.check_batch_size(cfg.batch_size)
         self.net.to(memory_format=self.memory_format)
+        self.train_net, self.sync_grads = world.data_parallel(net)  # net itself on one process
         self.optimizer, self.scheduler = build_shared_optimizer(net, cfg)
         self.augment_generator = torch.Generator(self.device).manual_seed(seed + 1)
         self.train_batches = BatchSampler(len(data.train), cfg.batch_size,
                                           torch.Generator(self.device).manual_seed(seed + 2))
         self.valid_batches = BatchSampler(len(data.valid), cfg.batch_size,
                                           torch.Generator(self.device).manual_seed(seed + 3))
+        world.split_global_rng(seed)
         self.epoch, self.global_step = 0, 0
         self._sampled: tuple[list, torch.Tensor] | None = None  # the sampler phase's architectures and rewards
 
@@ -84,7 +93,8 @@ class SearchLoop(CheckpointedLoop):
     def run(self, epochs: int) -> dict:
         """Train until `epochs` epochs are done; returns the last epoch's record (empty if none ran). SIGINT/SIGTERM
         save the run after the current step and raise enas.interrupt.RunInterrupted."""
-        with self.progress, StopSignals() as self.stop:
+        with self.progress, StopSignals() as stop:
+            self.stop = self.world.agreed_stop(stop, self.cfg.log_every_steps, lambda: self.global_step)
             return self._run(epochs)
 
     def _run(self, epochs: int) -> dict:
@@ -123,15 +133,16 @@ class SearchLoop(CheckpointedLoop):
     def shared_step(self, idx: torch.Tensor, arch) -> tuple[torch.Tensor, torch.Tensor]:
         x = augment_batch(self.data.train.x[idx], self.data.mean, self.data.std, self.augment_generator,
                           padding=self.cfg.crop_padding, flip=self.cfg.flip, cutout_size=self.cfg.cutout_size,
-                          memory_format=self.memory_format)
-        y = self.data.train.y[idx]
+                          memory_format=self.memory_format)  # every rank draws the same augmentation
+        x, y = self.world.shard(x), self.world.shard(self.data.train.y[idx])  # and trains on its rows
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
-            logits, aux_logits = self.net(x, arch)
+            logits, aux_logits = self.train_net(x, arch)
             loss = F.cross_entropy(logits, y)
             if aux_logits is not None:
                 loss = loss + self.aux_weight * F.cross_entropy(aux_logits, y)
         self.optimizer.zero_grad(set_to_none=not self.cfg.decay_unsampled)
         loss.backward()
+        self.sync_grads()
         self.optimizer.step()
         return loss.detach(), (logits.argmax(1) == y).sum()
 
@@ -146,9 +157,10 @@ class SearchLoop(CheckpointedLoop):
                            self.device, log)
         done = self.resume_pass(meter)
         for idx, arch in zip(self.train_batches.epoch(start=done), archs[done:]):
-            meter.update(*self.shared_step(idx, arch), idx.numel())
+            meter.update(*self.shared_step(idx, arch), idx.numel() // self.world.size)
             self.step_done(meter, sampler=sampler_state)
         self.epoch_step = 0
+        self.world.average_buffers(self.net)
         return {**meter.result(), **diagnostics}
 
     def _valid_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -162,13 +174,25 @@ class SearchLoop(CheckpointedLoop):
         for _ in range(self.schedule.num_updates):
             archs, rollout = self.sampler.sample(self.schedule.num_aggregate, with_grad=True)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
-                rewards = shared_weight_rewards(self.net, archs, self._valid_batch, dropout=self.cfg.reward_dropout)
+                rewards = self.world.rewards(self.net, archs, self._valid_batch, self.valid_batches.next_batch,
+                                             dropout=self.cfg.reward_dropout)
             for key, value in self.sampler.update(rollout, rewards).items():
                 totals[key] = totals.get(key, 0) + value
             sampled += archs
             rewards_seen.append(rewards)
         self._sampled = (sampled, torch.cat(rewards_seen))
         return {k: v / self.schedule.num_updates for k, v in totals.items()}
+
+    def save(self, **replace) -> None:
+        """Rank 0 writes last.pt (with every rank's RNG state); the others wait until it is complete."""
+        rank_rng = self.world.gather_rng_states()
+        if self.world.is_main:
+            super().save(**replace, **rank_rng)
+        self.world.barrier()
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.world.restore_rng_state(state)
 
     def _log_sampled(self) -> None:
         """The epoch's rewarded architectures as a table (sampled_archs.jsonl, W&B): one host sync per epoch."""

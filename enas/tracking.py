@@ -7,6 +7,7 @@ are written.
 W&B is imported only when `logger=wandb`; with `mode: null` the WANDB_MODE environment variable decides
 online/offline/disabled (an explicit mode would override it). On resume the W&B run id from the checkpoint is
 reused, and local records past the checkpoint's epoch are dropped so that no epoch appears twice.
+In a data-parallel search only rank 0's tracker is enabled; the others write nothing.
 """
 from __future__ import annotations
 
@@ -31,11 +32,13 @@ def _plain(value):
 
 class Tracker:
     def __init__(self, run_dir: str | Path, logger_cfg=None, config: dict | None = None,
-                 resume_epoch: int | None = None, wandb_id: str | None = None):
-        self.path = Path(run_dir) / METRICS_NAME
+                 resume_epoch: int | None = None, wandb_id: str | None = None, enabled: bool = True):
+        """enabled=False: no file, no W&B run; log() still returns the plain record."""
+        self.path, self.enabled, self.wandb_run = Path(run_dir) / METRICS_NAME, enabled, None
+        if not enabled:
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._keep_records_up_to(resume_epoch)
-        self.wandb_run = None
         if logger_cfg is not None and logger_cfg.name == "wandb":
             import wandb  # lazily: only runs that ask for W&B need it importable and configured
 
@@ -62,6 +65,8 @@ class Tracker:
     def log(self, metrics: dict, step: int) -> dict:
         """Read device values once, append one JSON record, forward to W&B. Returns the plain record."""
         record = {"step": step, **{k: _plain(v) for k, v in metrics.items()}}
+        if not self.enabled:
+            return record
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
         if self.wandb_run is not None:
@@ -70,7 +75,7 @@ class Tracker:
 
     def log_rows(self, name: str, rows: list[dict], step: int) -> None:
         """Append `rows` (dicts with the same keys) to `<name>.jsonl` in the run directory; a W&B table too."""
-        if not rows:
+        if not rows or not self.enabled:
             return
         with (self.path.parent / f"{name}.jsonl").open("a") as f:
             f.writelines(json.dumps(row) + "\n" for row in rows)

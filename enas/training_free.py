@@ -13,18 +13,15 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-import torch
-
 from enas.artefacts import pictures, publish, write_result
 from enas.build import (benchmark_lookup, build_dataset, build_sampler, build_space, configure_backends,
-                        naswot_judge, resolve_device, skeleton_kwargs)
+                        naswot_judge, resolve_device, skeleton_kwargs, skeleton_params)
 from enas.config import Config
 from enas.data import Dataset
 from enas.derive import BEST_ARCH_NAME
 from enas.drawing import plot_histogram
 from enas.files import write_json_atomic
 from enas.naswot import SCORES_NAME, Scored, rank, score_json, write_scores
-from enas.networks import build_network
 from enas.rank_check import proxy_result
 from enas.tracking import Tracker
 
@@ -35,17 +32,16 @@ SCORE_NAMES = {"naswot": "NASWOT score (log|det K|)", "params": "parameters at t
 
 
 class ParamsJudge:
-    """Parameter counts at one skeleton, built on the meta device (shapes only: no memory, no initialisation)."""
+    """Architectures scored by their parameter count, `count_params(arch)` (build.skeleton_params)."""
 
-    def __init__(self, make_network: Callable[[object], torch.nn.Module]):
-        self.make_network = make_network
+    def __init__(self, count_params: Callable[[object], int]):
+        self.count_params = count_params
 
     def __call__(self, archs: Sequence, on_scored: Callable[[int, Scored], None] | None = None) -> list[Scored]:
         results = []
         for i, arch in enumerate(archs):
             start = time.perf_counter()
-            with torch.device("meta"):
-                params = sum(p.numel() for p in self.make_network(arch).parameters())
+            params = self.count_params(arch)
             results.append(Scored(arch, float(params), params, time.perf_counter() - start))
             if on_scored is not None:
                 on_scored(i, results[-1])
@@ -61,7 +57,7 @@ def run_training_free(cfg: Config, resolved_config: dict) -> dict:
     describe = benchmark_lookup(cfg)
     sampler = build_sampler(cfg, build_space(cfg, data), device)
     judge = naswot_judge(cfg, data) if strategy == "naswot" else \
-        ParamsJudge(lambda arch: build_network(arch, **skeleton_kwargs(cfg, data)))
+        ParamsJudge(lambda arch: skeleton_params(cfg, data, arch))
     tracker = Tracker(run_dir, cfg.logger, resolved_config)
     try:
         archs, _ = sampler.sample(1 if strategy == "random_pick" else cfg.naswot.num_samples)

@@ -83,10 +83,10 @@ def test_report_has_one_row_per_run_sorted_by_strategy_then_seed(sweep):
     assert [(r["strategy"], int(r["seed"])) for r in rows] == expected
     assert all(r["job"] == str(3 * int(r["seed"]) + STRATEGIES.index(r["strategy"])) for r in rows)
     enas_0 = rows[0]
-    assert enas_0["C10 test %"] == "93.00" and enas_0["shared-weight acc %"] == "46.50"
+    assert enas_0["C10 test %"] == "93.00" and enas_0["search valid acc %"] == "46.50"
     assert enas_0["params"] == "400,000" and enas_0["space"] == "nb201"
     assert enas_0["architecture"].endswith("…`") and len(enas_0["architecture"]) < len(ARCH)
-    assert rows[3]["shared-weight acc %"] == "—"  # params: no shared weights
+    assert rows[3]["search valid acc %"] == "—"  # params: no shared weights
 
 
 def test_failed_job_is_shown_and_left_out_of_the_means(sweep):
@@ -111,8 +111,8 @@ def test_per_strategy_means_and_stds(sweep):
         assert stat["mean"] == pytest.approx(mean) and stat["std"] == pytest.approx(std) and stat["n"] == len(accs)
         assert rows[strategy]["C10 test %"] == f"{mean:.2f} ± {std:.2f}"
         if strategy != "params":  # shared-weight accuracy is shown in percent
-            assert rows[strategy]["shared-weight acc %"] == f"{mean / 2:.2f} ± {std / 2:.2f}"
-    assert rows["params"]["shared-weight acc %"] == "—"
+            assert rows[strategy]["search valid acc %"] == f"{mean / 2:.2f} ± {std / 2:.2f}"
+    assert rows["params"]["search valid acc %"] == "—"
     assert "best_valid_acc" not in summary["params"]["stats"]
 
 
@@ -167,7 +167,7 @@ def test_shared_accuracy_ranking_skips_empty_plots_and_warns(tmp_path):
     for seed in range(2):
         write_job(tmp_path, seed, "random", seed, {"strategy": "random", "best_arch": "0 1", "best_valid_acc": 0.4})
     md = build_report(tmp_path).read_text()
-    assert "ranked by **accuracy with shared weights (%)**" in md and "read with care" in md
+    assert "ranked by **validation accuracy at search time (%; shared weights except nas_rl)**" in md and "read with care" in md
     assert "baseline" not in md.split("## Ranking", 1)[1]
     assert (tmp_path / "report_accuracy.png").is_file()
     assert not (tmp_path / "report_curves.png").exists() and "report_curves.png" not in md

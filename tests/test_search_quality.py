@@ -190,3 +190,24 @@ def test_report_over_a_sweep_of_every_strategy(smoke, tmp_path, benchmark_csv):
     assert "report_accuracy.png" in report["plots"] and (sweep / "report.md").exists()
     table = [json.loads(line) for line in (tmp_path / "report" / "report.jsonl").read_text().splitlines()]
     assert len(table) == 5 and all("benchmark/cifar10_test" in row for row in table)
+
+
+@pytest.mark.slow
+def test_rank_check_mode_trains_a_reference_set_once_and_scores_a_supernet_against_it(smoke, tmp_path):
+    from enas.rank_check import run_rank_check  # noqa: PLC0415
+
+    run_search(*smoke(*NB201, "trainer.epochs=1", name="search"))
+    check = ("mode=rank_check", "rank_check.num_archs=4", "rank_check.epochs=1", f"load_from={tmp_path / 'search'}")
+    reference = tmp_path / "reference.json"
+    first = run_rank_check(*smoke(*NB201, *check, f"rank_check.reference={reference}", name="first"))
+    saved = _json(reference)
+    assert len(saved["archs"]) == 4 and saved["recipe"]["epochs"] == 1 and saved["recipe"]["space"] == "nb201"
+    assert all(0 <= a["valid_acc"] <= 1 for a in saved["archs"])
+    scored = _json(tmp_path / "first" / "rank_check.json")
+    assert [a["standalone_valid_acc"] for a in scored["archs"]] == [a["valid_acc"] for a in saved["archs"]]
+    assert first["kendall_tau"] == scored["kendall_tau"] and first["num_archs"] == 4
+    # the second check reuses the reference: nothing is trained again, the same tau comes out
+    second = run_rank_check(*smoke(*NB201, *check, f"rank_check.reference={reference}", name="second"))
+    assert not (tmp_path / "second" / "standalone").exists() and second["kendall_tau"] == first["kendall_tau"]
+    with pytest.raises(ValueError, match="holds nb201 architectures but search_space=micro"):
+        run_rank_check(*smoke("mode=rank_check", f"rank_check.reference={reference}", name="third"))
