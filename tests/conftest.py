@@ -60,6 +60,22 @@ def sgd_losses(net, x, y, steps: int, lr: float = 0.05) -> list[float]:
     return losses
 
 
+@pytest.fixture(scope="module")
+def one_cpu_thread():
+    """Tiny tensors on a busy 2-core machine: intra-op threads only wait on each other (a 6-layer macro supernet
+    forward took 1.5 s with 2 threads, 4 ms with 1); also one thread count for every run compared with another.
+    A module opts in with `pytestmark = pytest.mark.usefixtures("one_cpu_thread")`."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def gen(seed: int) -> torch.Generator:
+    """A CPU generator seeded with `seed`."""
+    return torch.Generator().manual_seed(seed)
+
+
 def metric_records(run_dir: Path) -> list[dict]:
     """metrics.jsonl without wall times (the only thing two equal runs may differ in)."""
     lines = (Path(run_dir) / "metrics.jsonl").read_text().splitlines()

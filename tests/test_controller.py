@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from conftest import gen
 from enas.controller import Controller
 from enas.reinforce import Reinforce, TFAdam
 from enas.samplers import ControllerSampler, UniformSampler
@@ -19,10 +20,6 @@ NUM_NODES = 5
 NORMAL_OP_COLUMNS = [4 * j + s for j in range(NUM_NODES) for s in (2, 3)]
 REDUCE_OP_COLUMNS = [4 * NUM_NODES + c for c in NORMAL_OP_COLUMNS]
 MAX_POOL = OPS.index("max_pool_3x3")
-
-
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def make_controller(seed: int = 0, **overrides) -> Controller:

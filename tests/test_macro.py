@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import assert_arch_error, sgd_losses
+from conftest import assert_arch_error, gen, sgd_losses
 
 from enas.controller import Controller
 from enas.reinforce import Reinforce
@@ -28,18 +28,7 @@ from enas.spaces.macro_supernet import MacroNetwork, MacroSupernet
 SEEDS = range(6)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_cpu_thread():
-    """The tensors here are tiny: on a busy 2-core machine intra-op threads only wait on each other (a 6-layer
-    supernet forward took 1.5 s with 2 threads, 4 ms with 1)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
 
 def random_arch(seed: int, num_layers: int = 12) -> MacroArch:

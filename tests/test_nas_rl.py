@@ -22,13 +22,7 @@ FAVOURED = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor
 RUN_FILES = ("best_arch.json", "result.json", "children.jsonl", "metrics.jsonl", "sampled_archs.jsonl", "last.pt")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_cpu_thread():
-    """Tiny networks on a busy 2-core machine; and one thread count for every run that is compared with another."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import assert_arch_error
+from conftest import assert_arch_error, gen
 
 from enas.controller import Controller
 from enas.diagnostics import op_frequencies, sample_diagnostics
@@ -24,17 +24,7 @@ ENAS_MICRO_SEED0 = {"g_emb": 0.024219, "b_soft": 0.096478, "lstm.weight_ih": -6.
                     "w_attn_2.weight": 2.861373, "v_attn.weight": 0.666216}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_cpu_thread():
-    """Tiny tensors on a busy 2-core machine: intra-op threads would only wait on each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
 
 def arch_of(*layers: tuple[int, int, int, tuple[int, ...]]) -> NasrlConvArch:

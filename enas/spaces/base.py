@@ -44,6 +44,15 @@ def check_enas_string(data: dict, arch, parts: str) -> None:
                         f"{arch.to_enas_string()!r}")
 
 
+def check_skip_mask(layer: int, skips, entries: str) -> None:
+    """Layer `layer`'s skip mask is a tuple of `layer` values of 0/1, one per earlier entry (`entries` names them)."""
+    if not isinstance(skips, tuple) or len(skips) != layer:
+        raise ArchError(f"layer {layer}: skips {skips!r} must hold {layer} values of 0/1, one per {entries}")
+    for j, s in enumerate(skips):
+        if type(s) is not int or s not in (0, 1):
+            raise ArchError(f"layer {layer}: skip_{j} = {s!r}; allowed 0 or 1")
+
+
 class ArchFile:
     """`save`/`load` for architecture values that have `to_json` / `from_json`."""
 

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 
 from enas.spaces.base import (JSON_FORMAT, JSON_VERSION, ArchError, ArchFile, ArchGraph, check_enas_string,
-                              check_json_header)
+                              check_json_header, check_skip_mask)
 
 OPS = ("conv_3x3", "sep_conv_3x3", "conv_5x5", "sep_conv_5x5", "avg_pool_3x3", "max_pool_3x3")  # ENAS ids 0..5
 
@@ -95,12 +95,7 @@ class MacroArch(ArchFile):
                 raise ArchError(f"layer {i}: expected a MacroLayer(op, skips), got {layer!r}")
             if layer.op not in OPS:
                 raise ArchError(f"layer {i}: op {layer.op!r} is unknown; allowed {', '.join(OPS)}")
-            if not isinstance(layer.skips, tuple) or len(layer.skips) != i:
-                raise ArchError(f"layer {i}: skips {layer.skips!r} must hold {i} values of 0/1, one per entry of "
-                                f"[stem, layer 0, ..., layer {i - 1}] before the input")
-            for j, s in enumerate(layer.skips):
-                if type(s) is not int or s not in (0, 1):
-                    raise ArchError(f"layer {i}: skip_{j} = {s!r}; allowed 0 or 1")
+            check_skip_mask(i, layer.skips, f"entry of [stem, layer 0, ..., layer {i - 1}] before the input")
 
     @property
     def num_layers(self) -> int:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from enas.spaces.base import (JSON_FORMAT, JSON_VERSION, ArchError, ArchFile, ArchGraph, check_enas_string,
-                              check_json_header)
+                              check_json_header, check_skip_mask)
 
 SPACE = "nasrl_conv"
 FILTER_HEIGHTS = (1, 3, 5, 7)  # Zoph & Le §4.1, CIFAR-10
@@ -61,12 +61,7 @@ class NasrlConvArch(ArchFile):
                 if type(value) is not int or value not in allowed:
                     raise ArchError(f"layer {i}: {name} {value!r} is not allowed; allowed "
                                     f"{', '.join(map(str, allowed))}")
-            if not isinstance(layer.skips, tuple) or len(layer.skips) != i:
-                raise ArchError(f"layer {i}: skips {layer.skips!r} must hold {i} values of 0/1, one per earlier layer"
-                                + (f" 0..{i - 1}" if i else " (layer 0 has none)"))
-            for j, s in enumerate(layer.skips):
-                if type(s) is not int or s not in (0, 1):
-                    raise ArchError(f"layer {i}: skip_{j} = {s!r}; allowed 0 or 1")
+            check_skip_mask(i, layer.skips, f"earlier layer 0..{i - 1}" if i else "earlier layer (layer 0 has none)")
 
     @property
     def num_layers(self) -> int:
