@@ -44,6 +44,13 @@ def check_enas_string(data: dict, arch, parts: str) -> None:
                         f"{arch.to_enas_string()!r}")
 
 
+def freeze_lists(value, *fields: str) -> None:
+    """In a frozen dataclass's __post_init__: turn list fields (as JSON gives them) into tuples."""
+    for name in fields:
+        if isinstance(getattr(value, name), list):
+            object.__setattr__(value, name, tuple(getattr(value, name)))
+
+
 def check_skip_mask(layer: int, skips, entries: str) -> None:
     """Layer `layer`'s skip mask is a tuple of `layer` values of 0/1, one per earlier entry (`entries` names them)."""
     if not isinstance(skips, tuple) or len(skips) != layer:

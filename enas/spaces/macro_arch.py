@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 
 from enas.spaces.base import (JSON_FORMAT, JSON_VERSION, ArchError, ArchFile, ArchGraph, check_enas_string,
-                              check_json_header, check_skip_mask)
+                              check_json_header, check_skip_mask, freeze_lists)
 
 OPS = ("conv_3x3", "sep_conv_3x3", "conv_5x5", "sep_conv_5x5", "avg_pool_3x3", "max_pool_3x3")  # ENAS ids 0..5
 
@@ -73,8 +73,7 @@ class MacroLayer:
     skips: tuple[int, ...]
 
     def __post_init__(self) -> None:
-        if isinstance(self.skips, list):
-            object.__setattr__(self, "skips", tuple(self.skips))
+        freeze_lists(self, "skips")
 
     def skip_sources(self) -> tuple[int, ...]:
         """Entry indices (0 = stem, j = layer j-1) whose outputs this layer adds or concatenates."""
@@ -86,8 +85,7 @@ class MacroArch(ArchFile):
     layers: tuple[MacroLayer, ...]
 
     def __post_init__(self) -> None:
-        if isinstance(self.layers, list):
-            object.__setattr__(self, "layers", tuple(self.layers))
+        freeze_lists(self, "layers")
         if not self.layers:
             raise ArchError("a macro architecture needs at least one layer")
         for i, layer in enumerate(self.layers):

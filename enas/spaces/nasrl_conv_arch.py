@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from enas.spaces.base import (JSON_FORMAT, JSON_VERSION, ArchError, ArchFile, ArchGraph, check_enas_string,
-                              check_json_header, check_skip_mask)
+                              check_json_header, check_skip_mask, freeze_lists)
 
 SPACE = "nasrl_conv"
 FILTER_HEIGHTS = (1, 3, 5, 7)  # Zoph & Le §4.1, CIFAR-10
@@ -35,8 +35,7 @@ class NasrlConvLayer:
     skips: tuple[int, ...]
 
     def __post_init__(self) -> None:
-        if isinstance(self.skips, list):
-            object.__setattr__(self, "skips", tuple(self.skips))
+        freeze_lists(self, "skips")
 
     def sources(self) -> tuple[int, ...]:
         """Earlier layers this layer reads; empty: it reads the image."""
@@ -48,8 +47,7 @@ class NasrlConvArch(ArchFile):
     layers: tuple[NasrlConvLayer, ...]
 
     def __post_init__(self) -> None:
-        if isinstance(self.layers, list):
-            object.__setattr__(self, "layers", tuple(self.layers))
+        freeze_lists(self, "layers")
         if not self.layers:
             raise ArchError("a nasrl_conv architecture needs at least one layer")
         for i, layer in enumerate(self.layers):

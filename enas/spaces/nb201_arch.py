@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from functools import cache
 
 from enas.spaces.base import (JSON_FORMAT, JSON_VERSION, ArchError, ArchFile, ArchGraph, check_enas_string,
-                              check_json_header)
+                              check_json_header, freeze_lists)
 
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")  # NB201 op indices 0..4
 EDGES = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))  # (target, source), the benchmark's edge order
@@ -48,8 +48,7 @@ class Nb201Arch(ArchFile):
     ops: tuple[str, ...]
 
     def __post_init__(self) -> None:
-        if isinstance(self.ops, list):
-            object.__setattr__(self, "ops", tuple(self.ops))
+        freeze_lists(self, "ops")
         if not isinstance(self.ops, tuple) or len(self.ops) != len(EDGES):
             raise ArchError(f"a NAS-Bench-201 cell has {len(EDGES)} edge ops "
                             f"({', '.join(edge_name(k)[5:] for k in range(len(EDGES)))}), got {self.ops!r}")
