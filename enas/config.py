@@ -125,6 +125,7 @@ class SearchTrainerConfig:
     channels_last: bool = True
     bf16: bool = False
     collapse_entropy: float = 0.3  # warn when op decisions keep less than this share of their maximum entropy
+    warmup_epochs: int = 0  # the first epochs train the shared weights on uniform architectures, no controller
 
 
 @dataclass
@@ -339,6 +340,7 @@ def validate(cfg: Config) -> None:
          f"derive.rank_check_k={cfg.derive.rank_check_k}, rank_check_epochs={cfg.derive.rank_check_epochs}, "
          f"proxy_epochs={cfg.derive.proxy_epochs}; need rank_check_k >= 0 (0: off), rank_check_epochs >= 1 and "
          "proxy_epochs >= 0 (0: off)"),
+        (0 <= cfg.trainer.warmup_epochs, f"trainer.warmup_epochs={cfg.trainer.warmup_epochs}; must be >= 0 (0: off)"),
         (0 <= cfg.trainer.collapse_entropy <= 1, f"trainer.collapse_entropy={cfg.trainer.collapse_entropy}; allowed "
                                                  "[0, 1] (a share of the maximum entropy)"),
         (cfg.benchmark.path is None or cfg.search_space.name == "nb201",

@@ -32,6 +32,7 @@ from enas.interrupt import StopSignals
 from enas.judges import split_accuracy
 from enas.optim import sgd_with_restarts
 from enas.progress import EpochMeter, ProgressBars
+from enas.samplers import UniformSampler
 from enas.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,10 @@ class SearchLoop(CheckpointedLoop):
         world: this process's rank among the processes of one data-parallel search (SINGLE: alone)."""
         self.net, self.data, self.cfg, self.schedule, self.world = net, data, cfg, schedule, world
         self.sampler = world.share_sampler(sampler)
+        if cfg.warmup_epochs:  # the first epochs train the shared weights on uniform architectures only
+            self.warmup_sampler = world.share_sampler(
+                UniformSampler(sampler.space, torch.Generator(data.train.x.device).manual_seed(seed + 5)))
+            self.stateful = (*self.stateful, "warmup_sampler")
         self.describe = describe
         self.aux_weight, self.run_dir, self.tracker = aux_weight, Path(run_dir), tracker
         self.progress = progress or ProgressBars(enabled=False)
@@ -105,7 +110,7 @@ class SearchLoop(CheckpointedLoop):
             with _timer(timings, "time/shared_s", self.device):
                 metrics.update(self.train_shared())
             timings["time/shared_images_per_s"] = len(self.train_batches) * self.cfg.batch_size / timings["time/shared_s"]
-            if self.schedule.num_updates > 0 and self.sampler.learns_from_rewards:
+            if self.schedule.num_updates > 0 and self.sampler.learns_from_rewards and not self.warming_up:
                 with _timer(timings, "time/controller_s", self.device):
                     metrics.update(self.train_sampler())
                 metrics.update(policy_diagnostics(self.sampler.space, self.sampler.most_likely()))
@@ -146,19 +151,25 @@ class SearchLoop(CheckpointedLoop):
         self.optimizer.step()
         return loss.detach(), (logits.argmax(1) == y).sum()
 
+    @property
+    def warming_up(self) -> bool:
+        """In the first trainer.warmup_epochs epochs: uniform architectures in the shared pass, no sampler phase."""
+        return self.epoch < self.cfg.warmup_epochs
+
     def train_shared(self) -> dict:
         self.net.train()
+        sampler, name = (self.warmup_sampler, "warmup_sampler") if self.warming_up else (self.sampler, "sampler")
         # the state the epoch's architectures are drawn from: an interrupted pass saves it, so that its resumed
         # run draws the same architectures again (the policy does not change during this phase)
-        sampler_state = copy.deepcopy(self.sampler.state_dict())
-        archs, _ = self.sampler.sample(len(self.train_batches))
-        diagnostics = sample_diagnostics(self.sampler.space, archs)
+        sampler_state = copy.deepcopy(sampler.state_dict())
+        archs, _ = sampler.sample(len(self.train_batches))
+        diagnostics = sample_diagnostics(sampler.space, archs)
         meter = EpochMeter(self.progress, "shared", self.epoch + 1, len(archs), self.cfg.log_every_steps,
                            self.device, log)
         done = self.resume_pass(meter)
         for idx, arch in zip(self.train_batches.epoch(start=done), archs[done:]):
             meter.update(*self.shared_step(idx, arch), idx.numel() // self.world.size)
-            self.step_done(meter, sampler=sampler_state)
+            self.step_done(meter, **{name: sampler_state})
         self.epoch_step = 0
         self.world.average_buffers(self.net)
         return {**meter.result(), **diagnostics}

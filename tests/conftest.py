@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -97,3 +98,16 @@ def assert_same_run(full_dir: Path, resumed_dir: Path) -> dict:
         if (Path(full_dir) / name).exists():
             assert (Path(resumed_dir) / name).read_text() == (Path(full_dir) / name).read_text(), name
     return full
+
+
+def signal_at(monkeypatch, cls, method: str, signum: int, call: int) -> None:
+    """Send `signum` to this process during the `call`-th call of `cls.method` (as `kill` would from outside)."""
+    original, calls = getattr(cls, method), []
+
+    def wrapped(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == call:
+            os.kill(os.getpid(), signum)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, method, wrapped)

@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 import yaml
-from conftest import ROOT, assert_same_run, metric_records
+from conftest import ROOT, assert_same_run, metric_records, signal_at
 
 from enas.interrupt import RunInterrupted, StopSignals
 from enas.pipeline import run_search, run_train
@@ -19,24 +19,11 @@ from enas.retrain import RetrainLoop
 from enas.search import SearchLoop
 
 
-def _signal_at(monkeypatch, cls, method: str, signum: int, call: int) -> None:
-    """Send `signum` to this process during the `call`-th call of `cls.method` (as `kill` would from outside)."""
-    original, calls = getattr(cls, method), []
-
-    def wrapped(self, *args, **kwargs):
-        calls.append(1)
-        if len(calls) == call:
-            os.kill(os.getpid(), signum)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(cls, method, wrapped)
-
-
 def test_sigterm_mid_epoch_saves_and_the_resumed_search_equals_an_uninterrupted_one(smoke, tmp_path, monkeypatch):
     run_search(*smoke("deterministic=true", name="full"))
     steps_per_epoch = torch.load(tmp_path / "full" / "last.pt", weights_only=True)["global_step"] // 2
     # killed during the 3rd step of the second epoch: the step finishes, then last.pt records the position
-    _signal_at(monkeypatch, SearchLoop, "shared_step", signal.SIGTERM, steps_per_epoch + 3)
+    signal_at(monkeypatch, SearchLoop, "shared_step", signal.SIGTERM, steps_per_epoch + 3)
     with pytest.raises(RunInterrupted, match="SIGTERM in epoch 2 after step 3") as info:
         run_search(*smoke("deterministic=true", name="part"))
     assert info.value.exit_code == 128 + signal.SIGTERM
@@ -52,7 +39,7 @@ def test_sigterm_mid_epoch_saves_and_the_resumed_search_equals_an_uninterrupted_
 
 def test_a_signal_in_the_controller_phase_finishes_the_epoch_first(smoke, tmp_path, monkeypatch):
     run_search(*smoke("deterministic=true", name="full"))
-    _signal_at(monkeypatch, SearchLoop, "train_sampler", signal.SIGINT, 1)
+    signal_at(monkeypatch, SearchLoop, "train_sampler", signal.SIGINT, 1)
     with pytest.raises(RunInterrupted, match="SIGINT after epoch 1"):
         run_search(*smoke("deterministic=true", name="part"))
     saved = torch.load(tmp_path / "part" / "last.pt", weights_only=True)
@@ -66,7 +53,7 @@ def test_a_signal_in_the_controller_phase_finishes_the_epoch_first(smoke, tmp_pa
 def test_sigint_mid_epoch_of_a_final_training_resumes_exactly(smoke, tmp_path, monkeypatch):
     train = ("mode=train", "arch=enas_micro_paper", "deterministic=true")
     run_train(*smoke(*train, name="full"))
-    _signal_at(monkeypatch, RetrainLoop, "train_step", signal.SIGINT, 20 + 7)  # 20 steps per epoch
+    signal_at(monkeypatch, RetrainLoop, "train_step", signal.SIGINT, 20 + 7)  # 20 steps per epoch
     with pytest.raises(RunInterrupted, match="in epoch 2 after step 7"):
         run_train(*smoke(*train, name="part"))
     monkeypatch.undo()

@@ -1,19 +1,26 @@
 """Search quality you can see: benchmark accuracies on everything a nb201 run reports, the no-training baselines,
-collapse diagnostics, the rank check, and the report over a real (tiny) sweep."""
+collapse diagnostics, the rank check, the report over a real (tiny) sweep, and the uniform warm-up."""
 from __future__ import annotations
 
 import json
 import logging
+import signal
 
 import pytest
 import torch
+from conftest import assert_same_run, signal_at
 
+from enas.build import build_components, build_dataset, skeleton_kwargs
 from enas.config import ControllerConfig
 from enas.controller import Controller
 from enas.diagnostics import collapse_warning, policy_diagnostics, sample_diagnostics
+from enas.interrupt import RunInterrupted
+from enas.networks import build_network
 from enas.pipeline import run_report, run_search
+from enas.rank_check import run_rank_check
 from enas.reinforce import Reinforce
 from enas.samplers import ControllerSampler, UniformSampler
+from enas.search import SearchLoop
 from enas.spaces.nb201 import Nb201Space
 from enas.spaces.nb201_arch import Nb201Arch, all_archs
 
@@ -81,8 +88,6 @@ def test_params_baseline_keeps_the_largest_sampled_architecture(smoke, tmp_path,
     assert result["benchmark"] == pytest.approx(_accuracies(Nb201Arch.from_enas_string(result["best_arch"])),
                                                 abs=0.006)
     # the count is the fixed network's at the search skeleton
-    from enas.build import build_dataset, skeleton_kwargs  # noqa: PLC0415
-    from enas.networks import build_network  # noqa: PLC0415
     cfg, _ = smoke(*NB201, name="probe")
     net = build_network(Nb201Arch.from_enas_string(result["best_arch"]),
                         **skeleton_kwargs(cfg, build_dataset(cfg.data, torch.device("cpu"))))
@@ -194,8 +199,6 @@ def test_report_over_a_sweep_of_every_strategy(smoke, tmp_path, benchmark_csv):
 
 @pytest.mark.slow
 def test_rank_check_mode_trains_a_reference_set_once_and_scores_a_supernet_against_it(smoke, tmp_path):
-    from enas.rank_check import run_rank_check  # noqa: PLC0415
-
     run_search(*smoke(*NB201, "trainer.epochs=1", name="search"))
     check = ("mode=rank_check", "rank_check.num_archs=4", "rank_check.epochs=1", f"load_from={tmp_path / 'search'}")
     reference = tmp_path / "reference.json"
@@ -211,3 +214,31 @@ def test_rank_check_mode_trains_a_reference_set_once_and_scores_a_supernet_again
     assert not (tmp_path / "second" / "standalone").exists() and second["kendall_tau"] == first["kendall_tau"]
     with pytest.raises(ValueError, match="holds nb201 architectures but search_space=micro"):
         run_rank_check(*smoke("mode=rank_check", f"rank_check.reference={reference}", name="third"))
+
+
+# --- uniform warm-up of the shared weights ---------------------------------------------------------------------
+def test_warmup_epochs_train_the_shared_weights_on_uniform_archs_before_the_controller_learns(smoke, tmp_path):
+
+    cfg, resolved = smoke(*NB201, "trainer.warmup_epochs=1", "trainer.epochs=2")
+    initial = {k: v.clone() for k, v in build_components(cfg)[3].controller.state_dict().items()}
+    part_cfg, part_resolved = smoke(*NB201, "trainer.warmup_epochs=1", "trainer.epochs=1", name="part")
+    run_search(part_cfg, part_resolved)
+    after_warmup = torch.load(tmp_path / "part" / "last.pt", weights_only=True)
+    assert all(torch.equal(initial[k], v) for k, v in after_warmup["sampler"]["controller"].items())
+    assert "warmup_sampler" in after_warmup
+    run_search(cfg, resolved)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert "controller/reward" not in records[0] and "controller/reward" in records[1]
+    trained = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["sampler"]["controller"]
+    assert not all(torch.equal(initial[k], v) for k, v in trained.items())  # it learned after the warm-up
+
+
+def test_a_run_stopped_during_warmup_resumes_exactly(smoke, tmp_path, monkeypatch):
+    warm = (*NB201, "trainer.warmup_epochs=1", "deterministic=true")
+    run_search(*smoke(*warm, name="full"))
+    signal_at(monkeypatch, SearchLoop, "shared_step", signal.SIGTERM, 2)  # step 2 of the warm-up epoch
+    with pytest.raises(RunInterrupted, match="in epoch 1 after step 2"):
+        run_search(*smoke(*warm, name="part"))
+    monkeypatch.undo()
+    run_search(*smoke(*warm, name="part"))
+    assert_same_run(tmp_path / "full", tmp_path / "part")
