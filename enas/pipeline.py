@@ -134,11 +134,11 @@ def run_train(cfg: Config, resolved_config: dict) -> dict:
     start = time.perf_counter()
     run_dir = Path(cfg.paths.output_dir)
     arch = load_arch(cfg.arch)
-    describe = benchmark_lookup(cfg)
     if space_of(arch) != cfg.search_space.name:
         raise ValueError(f"arch={cfg.arch!r} is a {space_of(arch)} architecture but search_space="
                          f"{cfg.search_space.name}; add search_space={space_of(arch)} (it also picks that space's "
                          "retrain recipe)")
+    looked_up = benchmark_lookup(cfg)(arch)  # before training: an architecture missing from the benchmark fails now
     device = resolve_device(cfg.device)
     configure_backends(device, cfg.deterministic)
     data, eval_split, eval_name = _held_out(build_dataset(cfg.data, device), cfg.retrain.train_on_valid)
@@ -172,7 +172,7 @@ def run_train(cfg: Config, resolved_config: dict) -> dict:
                   "artefacts": {"network": str(run_dir / NETWORK_NAME), "checkpoint": str(checkpoint_path),
                                 "metrics": str(run_dir / "metrics.jsonl")}}
         result["artefacts"].update(pictures(run_dir, arch, "arch"))
-        result = write_result(run_dir, {**result, **describe(arch)})
+        result = write_result(run_dir, {**result, **looked_up})
         log.info("%s accuracy %.4f after %d epochs (%s parameters)", eval_name, accuracy, loop.epoch,
                  f"{num_params:,}")
         publish(tracker, run_dir, result["artefacts"], ())

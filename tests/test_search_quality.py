@@ -16,7 +16,7 @@ from enas.controller import Controller
 from enas.diagnostics import collapse_warning, policy_diagnostics, sample_diagnostics
 from enas.interrupt import RunInterrupted
 from enas.networks import build_network
-from enas.pipeline import run_report, run_search
+from enas.pipeline import run_report, run_search, run_train
 from enas.rank_check import run_rank_check
 from enas.reinforce import Reinforce
 from enas.samplers import ControllerSampler, UniformSampler
@@ -67,6 +67,14 @@ def test_an_nb201_search_reports_benchmark_accuracies_everywhere(smoke, tmp_path
     assert check["reference"] == "benchmark cifar10_valid" and check["num_candidates"] == 5
     assert check["kendall_tau"] is None or -1 <= check["kendall_tau"] <= 1
     assert result["rank_check"]["kendall_tau"] == check["kendall_tau"]
+
+
+def test_a_trained_nb201_cell_reports_its_benchmark_accuracies(smoke, tmp_path, benchmark_csv):
+    cell = Nb201Arch(("nor_conv_3x3", "skip_connect", "nor_conv_1x1", "avg_pool_3x3", "none", "nor_conv_3x3"))
+    cell.save(tmp_path / "cell.json")
+    result = run_train(*smoke(*NB201, "mode=train", f"arch={tmp_path / 'cell.json'}", "retrain.epochs=1",
+                              f"benchmark.path={benchmark_csv}"))
+    assert result["benchmark"] == pytest.approx(_accuracies(cell), abs=0.006)
 
 
 def test_a_bad_benchmark_path_fails_before_training(smoke, tmp_path):
