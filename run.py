@@ -24,7 +24,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from enas.bench import run_bench
-from enas.config import Config, register_configs, validate
+from enas.config import Config, register_configs
+from enas.validation import validate
 from enas.data import DataError
 from enas.files import write_json_atomic, write_text_atomic
 from enas.interrupt import RunInterrupted

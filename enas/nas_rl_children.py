@@ -32,7 +32,7 @@ from enas.data import Dataset
 from enas.files import write_json_atomic, write_text_atomic
 from enas.interrupt import SIGNALS as STOP_SIGNALS, RunInterrupted, StopSignals
 from enas.networks import arch_from_json, build_network
-from enas.retrain import RetrainLoop
+from enas.retrain import RetrainLoop, short_recipe
 from enas.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -75,8 +75,7 @@ class ChildResult:
 
 def child_recipe(retrain: RetrainConfig, network: dict, epochs: int, resume: bool) -> ChildRecipe:
     """The retrain recipe for `epochs` epochs in one cosine cycle, validated every epoch, nothing held out."""
-    recipe = dataclasses.replace(retrain, epochs=epochs, lr_t0_epochs=epochs, lr_t_mult=1, aux_weight=0.0,
-                                 drop_path_keep=1.0, train_on_valid=False, eval_every_epochs=1)
+    recipe = dataclasses.replace(short_recipe(retrain, epochs), eval_every_epochs=1)
     return ChildRecipe(network=network, retrain=recipe, resume=resume)
 
 

@@ -24,7 +24,7 @@ from enas.derive import Candidate, kendall_tau
 from enas.files import write_json_atomic
 from enas.judges import split_accuracy
 from enas.networks import arch_from_json, build_network
-from enas.retrain import RetrainLoop
+from enas.retrain import RetrainLoop, short_recipe
 from enas.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -36,8 +36,7 @@ def proxy_accuracy(cfg: Config, data: Dataset, arch, run_dir: Path, epochs: int)
     """Validation accuracy of `arch` trained from scratch at the search skeleton (aux head and drop-path off) for
     `epochs` epochs of the retrain recipe with its learning rate in one cosine cycle over those epochs, seeded with
     cfg.seed; its run directory resumes like any training."""
-    recipe = dataclasses.replace(cfg.retrain, epochs=epochs, lr_t0_epochs=epochs, lr_t_mult=1, aux_weight=0.0,
-                                 drop_path_keep=1.0, train_on_valid=False)
+    recipe = short_recipe(cfg.retrain, epochs)
     with torch.random.fork_rng([data.train.x.device] if data.train.x.device.type == "cuda" else []):
         torch.manual_seed(cfg.seed)
         net = build_network(arch, **skeleton_kwargs(cfg, data)).to(data.train.x.device)

@@ -7,6 +7,7 @@ resumes exactly; the trained network goes to `final.pt` (see enas.networks).
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -25,6 +26,13 @@ from enas.progress import EpochMeter, ProgressBars
 from enas.tracking import Tracker
 
 log = logging.getLogger(__name__)
+
+
+def short_recipe(cfg: RetrainConfig, epochs: int) -> RetrainConfig:
+    """The retrain recipe compressed to `epochs` epochs (one cosine cycle over them), aux head and drop-path off,
+    the validation split held out: the proxy that rank checks, proxy_acc and NAS-RL children are trained with."""
+    return dataclasses.replace(cfg, epochs=epochs, lr_t0_epochs=epochs, lr_t_mult=1, aux_weight=0.0,
+                               drop_path_keep=1.0, train_on_valid=False)
 
 
 class RetrainLoop(CheckpointedLoop):

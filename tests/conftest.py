@@ -11,7 +11,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from enas.config import Config, register_configs, validate
+from enas.config import Config, register_configs
+from enas.validation import validate
 from enas.spaces.base import ArchError
 
 ROOT = Path(__file__).resolve().parents[1]
