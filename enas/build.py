@@ -7,11 +7,13 @@ import os
 from typing import Callable
 
 import torch
+from torch import nn
 
 from enas.benchmark import open_benchmark
 from enas.config import Config
 from enas.controller import Controller
 from enas.data import Dataset, load_cifar10, load_npz, make_synthetic
+from enas.few_shot import FewShotSupernet
 from enas.naswot import NaswotJudge, scoring_batch
 from enas.networks import build_network, space_of
 from enas.reinforce import Reinforce
@@ -79,6 +81,11 @@ def build_sampler(cfg: Config, space, device: torch.device):
     return ControllerSampler(space, controller, reinforce, generator, skip_weight=c.skip_weight)
 
 
+def build_supernet(cfg: Config, space) -> nn.Module:
+    """The space's supernet, or its few-shot version when trainer.few_shot_epoch > 0 (enas.few_shot)."""
+    return FewShotSupernet(space) if cfg.trainer.few_shot_epoch else space.supernet()
+
+
 def build_components(cfg: Config):
     """Data, space, supernet and sampler, built in a fixed order so that a seed fixes every initial weight."""
     device = resolve_device(cfg.device)
@@ -86,7 +93,7 @@ def build_components(cfg: Config):
     data = build_dataset(cfg.data, device)
     torch.manual_seed(cfg.seed)  # weights and controller init; dropout draws from this state too
     space = build_space(cfg, data)
-    net = space.supernet().to(device)
+    net = build_supernet(cfg, space).to(device)
     sampler = build_sampler(cfg, space, device)
     log.info("data: %d train / %d valid images, %d classes; supernet: %s parameters on %s", len(data.train),
              len(data.valid), data.num_classes, f"{sum(p.numel() for p in net.parameters()):,}", device)

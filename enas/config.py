@@ -122,6 +122,7 @@ class SearchTrainerConfig:
     bf16: bool = False
     collapse_entropy: float = 0.3  # warn when op decisions keep less than this share of their maximum entropy
     warmup_epochs: int = 0  # the first epochs train the shared weights on uniform architectures, no controller
+    few_shot_epoch: int = 0  # > 0: at this epoch the supernet splits into one copy per first op choice (few_shot)
 
 
 @dataclass
@@ -161,6 +162,7 @@ class DeriveConfig:
     top_k: int = 10
     batch_size: int = 500
     max_valid_images: Optional[int] = None
+    score: str = "acc"  # rank candidates by validation "acc" (ENAS) or "loss" (lower mean cross-entropy first)
     prefilter: Optional[str] = None  # "naswot": keep the prefilter_top_k of prefilter_samples by NASWOT score
     prefilter_samples: int = 1000
     prefilter_top_k: int = 50
@@ -206,6 +208,9 @@ class NasRlConfig:
     reward: str = "train"  # train | benchmark (nb201: the table's cifar10_valid, no training)
     reward_shaping: Optional[str] = None  # null: validation accuracy | zoph: max of the last 5 epochs, cubed
     workers: int = 1  # children trained at once in a process pool on this machine
+    depth_start: Optional[int] = None  # nasrl_conv: growing depth from this many layers; null: search_space.num_layers
+    depth_step: int = 2  # layers added every depth_every_children children (Zoph & Le §4.1: 2)
+    depth_every_children: int = 1600  # children sampled between depth steps (Zoph & Le §4.1: 1,600)
 
 
 @dataclass

@@ -146,9 +146,10 @@ class Controller(nn.Module):
         return (chosen.unsqueeze(-1) * torch.stack(anchors, 1)).sum(1) / (1.0 + chosen.sum(-1, keepdim=True))
 
     def forward(self, num_samples: int = 1, choices: torch.Tensor | None = None, greedy: bool = False,
-                generator: torch.Generator | None = None) -> Rollout:
+                generator: torch.Generator | None = None, num_steps: int | None = None) -> Rollout:
         """Sample `num_samples` rollouts in one batched pass, or score the given `choices` [K, n] (teacher
-        forcing), or take the most likely choice at every step (`greedy`; a skip is taken iff P(skip) > 0.5)."""
+        forcing), or take the most likely choice at every step (`greedy`; a skip is taken iff P(skip) > 0.5).
+        num_steps: walk only the first num_steps steps (NAS-RL's growing depth: a shallower rollout is a prefix)."""
         k = num_samples if choices is None else choices.shape[0]
         device = self.g_emb.device
         h = c = torch.zeros(k, self.g_emb.shape[1], device=device)
@@ -157,7 +158,7 @@ class Controller(nn.Module):
         taken, skips, column = [], [], 0
         log_prob, entropy, penalty = (torch.zeros(k, device=device) for _ in range(3))
         relative: dict[str, list[torch.Tensor]] = {}  # per kind: each decision's entropy / log(n), [K] or [K, m]
-        for step in self.steps:
+        for step in self.steps[:num_steps]:
             if step.block != block:
                 block, anchors, keys = step.block, [], []
             h, c = self.lstm(x, (h, c))

@@ -21,7 +21,7 @@ from torch import nn
 from enas.config import DeriveConfig
 from enas.data import Dataset
 from enas.files import write_json_atomic
-from enas.judges import split_accuracy
+from enas.judges import split_scores
 from enas.naswot import NaswotJudge, score_json
 
 log = logging.getLogger(__name__)
@@ -34,10 +34,16 @@ class Candidate:
     valid_acc: float | None  # None: dropped by the prefilter, never scored with the shared weights
     source: str  # "sampled" or "most_likely"
     naswot_score: float | None = None  # derive.prefilter=naswot only; -inf: singular kernel
+    valid_loss: float | None = None  # mean validation cross-entropy with the shared weights (None when not scored)
+
+    def score(self, by: str) -> float:
+        """The ranking score, higher is better: derive.score=acc (accuracy) or loss (minus the cross-entropy)."""
+        return self.valid_acc if by == "acc" else -self.valid_loss
 
     def to_json(self, rank: int) -> dict:
         naswot = {} if self.naswot_score is None else {"naswot_score": score_json(self.naswot_score)}
-        return {"rank": rank, "valid_acc": self.valid_acc, **naswot, "source": self.source,
+        return {"rank": rank, "valid_acc": self.valid_acc, "valid_loss": self.valid_loss, **naswot,
+                "source": self.source,
                 "enas_string": self.arch.to_enas_string(), "arch": self.arch.to_json()}
 
 
@@ -69,11 +75,11 @@ def derive(net: nn.Module, sampler, data: Dataset, cfg: DeriveConfig, memory_for
         pool, dropped, naswot_scores = naswot_prefilter(pool, naswot, cfg.prefilter_top_k)
     log.info("scoring %d candidate architectures on %d validation images", len(pool),
              min(len(data.valid), cfg.max_valid_images or len(data.valid)))
-    scores = torch.stack([split_accuracy(net, lambda a=arch: a, data.valid, data.mean, data.std, cfg.batch_size,
-                                         memory_format, cfg.max_valid_images) for arch, _ in pool]).tolist()
-    ranked = sorted(zip(pool, scores), key=lambda item: -item[1])
+    scores = torch.stack([split_scores(net, arch, data.valid, data.mean, data.std, cfg.batch_size, memory_format,
+                                       cfg.max_valid_images) for arch, _ in pool]).tolist()
     naswot_of = lambda arch: naswot_scores.get(arch.to_enas_string())  # noqa: E731
-    return ([Candidate(arch, acc, source, naswot_of(arch)) for (arch, source), acc in ranked]
+    scored = [Candidate(arch, acc, source, naswot_of(arch), loss) for (arch, source), (acc, loss) in zip(pool, scores)]
+    return (sorted(scored, key=lambda c: -c.score(cfg.score))
             + [Candidate(arch, None, source, naswot_of(arch)) for arch, source in dropped])
 
 
@@ -118,5 +124,6 @@ def write_derived(run_dir: str | Path, ranked: list[Candidate], top_k: int, desc
     write_json_atomic(run_dir / DERIVED_NAME, derived)
     best = ranked[0]
     write_json_atomic(run_dir / BEST_ARCH_NAME, {**best.arch.to_json(), "valid_acc": best.valid_acc,
-                                                 "source": best.source, **describe(best.arch)})
+                                                 "valid_loss": best.valid_loss, "source": best.source,
+                                                 **describe(best.arch)})
     return {"derived": str(run_dir / DERIVED_NAME), "best_arch": str(run_dir / BEST_ARCH_NAME)}

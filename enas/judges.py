@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from enas.augment import normalise
@@ -39,28 +40,37 @@ def split_accuracy(net: nn.Module, arch_for_batch: Callable[[], object], split: 
                    batch_size: int, memory_format=torch.channels_last, max_images: int | None = None) -> torch.Tensor:
     """A supernet's accuracy over a whole split (or its first `max_images`), in eval mode (no dropout; search BNs
     still use batch statistics). `arch_for_batch()` gives each batch's architecture: a fixed one, or a sample."""
-    return _accuracy(net, lambda x: net(x, arch_for_batch())[0], split, mean, std, batch_size, memory_format,
-                     max_images)
+    return _evaluate(net, lambda x: net(x, arch_for_batch())[0], split, mean, std, batch_size, memory_format,
+                     max_images)[0]
+
+
+def split_scores(net: nn.Module, arch, split: Split, mean, std, batch_size: int, memory_format=torch.channels_last,
+                 max_images: int | None = None) -> torch.Tensor:
+    """[accuracy, mean cross-entropy] of the supernet's child `arch` over a split, as split_accuracy: the loss is the
+    finer ranking score (every image's confidence counts, not only whether its argmax is right)."""
+    return _evaluate(net, lambda x: net(x, arch)[0], split, mean, std, batch_size, memory_format, max_images)
 
 
 def network_accuracy(net: nn.Module, split: Split, mean, std, batch_size: int,
                      memory_format=torch.channels_last) -> torch.Tensor:
     """A fixed network's accuracy over a whole split, in eval mode (BN running statistics, no dropout)."""
-    return _accuracy(net, lambda x: net(x)[0], split, mean, std, batch_size, memory_format)
+    return _evaluate(net, lambda x: net(x)[0], split, mean, std, batch_size, memory_format)[0]
 
 
 @torch.no_grad()
-def _accuracy(net: nn.Module, logits_of: Callable[[torch.Tensor], torch.Tensor], split: Split, mean, std,
+def _evaluate(net: nn.Module, logits_of: Callable[[torch.Tensor], torch.Tensor], split: Split, mean, std,
               batch_size: int, memory_format, max_images: int | None = None) -> torch.Tensor:
+    """[accuracy, mean cross-entropy] over the split (or its first max_images), one device tensor."""
     was_training = net.training
     net.eval()
     n = len(split) if max_images is None else min(max_images, len(split))
-    correct = torch.zeros((), device=split.y.device)
+    sums = torch.zeros(2, device=split.y.device)  # correct, summed loss
     try:
         for start in range(0, n, batch_size):
             x = normalise(split.x[start:start + batch_size][: n - start], mean, std, memory_format=memory_format)
             y = split.y[start:start + batch_size][: n - start]
-            correct += (logits_of(x).argmax(1) == y).sum()
+            logits = logits_of(x).float()
+            sums += torch.stack([(logits.argmax(1) == y).sum(), F.cross_entropy(logits, y, reduction="sum")])
     finally:
         net.train(was_training)
-    return correct / n
+    return sums / n

@@ -5,7 +5,8 @@
    launcher (torchrun's engine, `elastic_launch`), in this job's run directory; works in any sweep job except under
    the joblib launcher (its worker processes cannot start processes);
 3. `hydra/launcher=slurm_ddp` (tasks_per_node=G, nodes=N): SLURM starts the tasks, submitit names their ranks.
-Every rank then runs `pipeline.run_search` with its `enas.distributed.World`. A stop signal (SIGINT, SIGTERM, or
+Every rank then runs `pipeline.run_search` with its `enas.distributed.World` (trainer.strategy=nas_rl: the ranks
+share out the children, enas.nas_rl_ranks). A stop signal (SIGINT, SIGTERM, or
 SIGUSR2 before a SLURM time limit) makes every rank stop after the same step with last.pt saved; `hand_on` then
 passes SIGUSR2 to submitit, which requeues the job, and the requeued job resumes from last.pt.
 """
@@ -28,6 +29,7 @@ from enas.spaces.base import ArchError
 
 log = logging.getLogger(__name__)
 DATA_PARALLEL_STRATEGIES = ("enas", "random")  # the strategies with a shared-weights training loop
+RANKED_STRATEGIES = (*DATA_PARALLEL_STRATEGIES, "nas_rl")  # nas_rl: the ranks share out the children
 FORWARDED_SIGNALS = "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR2"  # the elastic agent passes these on to the workers
 BAD_INPUT = (DataError, ArchError, ValueError, FileNotFoundError)  # what run.py reports in one line
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # Hydra's job log format
@@ -45,20 +47,20 @@ def adopt_slurm_tasks() -> int:
 
 
 def check_supported(cfg: Config, sweeping: bool) -> None:
-    """One search over several processes exists for the search loop only; say so before anything starts."""
+    """One search over several processes exists for the search loop and nas_rl only; say so before anything starts."""
     ranks = max(cfg.dist.nproc_per_node, adopt_slurm_tasks())
     if ranks == 1:
         return
-    if cfg.mode != "search" or cfg.trainer.strategy not in DATA_PARALLEL_STRATEGIES:
+    if cfg.mode != "search" or cfg.trainer.strategy not in RANKED_STRATEGIES:
         raise ValueError(f"{ranks} processes (dist.nproc_per_node or torchrun) run one data-parallel search: mode="
-                         f"search with trainer.strategy {' or '.join(DATA_PARALLEL_STRATEGIES)}; got mode="
+                         f"search with trainer.strategy {', '.join(RANKED_STRATEGIES)}; got mode="
                          f"{cfg.mode}, trainer.strategy={cfg.trainer.strategy}. Run the others in one process "
                          "(sweeps spread them over a cluster: hydra/launcher=slurm)")
     if cfg.dist.nproc_per_node > 1 and multiprocessing.get_start_method(allow_none=True) == "loky":
         raise ValueError(f"dist.nproc_per_node={cfg.dist.nproc_per_node} inside a joblib job: its worker processes "
                          "cannot start processes; use hydra/launcher=local or slurm for sweeps of "
                          "data-parallel searches, or dist=single under joblib")
-    if cfg.trainer.batch_size % ranks:
+    if cfg.trainer.strategy != "nas_rl" and cfg.trainer.batch_size % ranks:  # nas_rl: whole children per rank
         raise ValueError(f"trainer.batch_size={cfg.trainer.batch_size} is the global batch and must split evenly "
                          f"over {ranks} processes; use a multiple of {ranks}")
     if sweeping and launched_world_size() > 1 and "TORCHELASTIC_RUN_ID" in os.environ:

@@ -14,7 +14,11 @@ Each finished child is a line of children.jsonl at once. A resumed run samples t
 saved generator (the same children, checked by architecture) and trains only those missing from children.jsonl.
 The winner is the child with the highest reward: best_arch.json, result.json and drawings, as for every strategy.
 Children are trained by a judge, `judge(jobs, on_done) -> results in job order` (nas_rl_children.ChildTrainer: one
-process or a pool; BenchmarkRewards: table lookups): the one place a torchrun variant shards children across ranks.
+process or a pool; BenchmarkRewards: table lookups), which nas_rl_ranks.ShardedChildren shares out over torchrun ranks:
+every rank samples the same children and makes the same update; rank 0 alone writes the run's files.
+With nas_rl.depth_start (nasrl_conv), Zoph & Le's growing depth (§4.1): the children of update u have
+`scheduled_depth` layers, from depth_start up by depth_step every depth_every_children children, at most
+search_space.num_layers; the controller is built for that maximum and samples the first layers' decisions.
 """
 from __future__ import annotations
 
@@ -32,9 +36,11 @@ from enas.config import Config
 from enas.data import Dataset, make_synthetic
 from enas.derive import BEST_ARCH_NAME
 from enas.diagnostics import policy_diagnostics, sample_diagnostics
+from enas.distributed import SINGLE, World
 from enas.files import write_json_atomic
 from enas.nas_rl_children import (CHILDREN_DIR, CHILDREN_NAME, BenchmarkRewards, ChildJob, ChildLedger, ChildResult,
                                   ChildTrainer, child_recipe, child_seed)
+from enas.nas_rl_ranks import ShardedChildren, agree_on_controller, from_main
 from enas.networks import SPACES, build_network
 from enas.rank_check import proxy_result
 from enas.tracking import SAMPLED_ARCHS_NAME, Tracker
@@ -49,7 +55,16 @@ def reward_of(valid_accs: list[float], shaping: str | None) -> float:
     return valid_accs[-1]
 
 
-def run_nas_rl(cfg: Config, resolved_config: dict) -> dict:
+def scheduled_depth(children_done: int, start: int | None, step: int, every_children: int, max_depth: int) -> int:
+    """Layers of the next child after `children_done` sampled ones: `start`, `step` more every `every_children`
+    children, at most `max_depth` (Zoph & Le §4.1: 6, +2 every 1,600); start None: always max_depth."""
+    if start is None:
+        return max_depth
+    return min(max_depth, start + step * (children_done // every_children))
+
+
+def run_nas_rl(cfg: Config, resolved_config: dict, world: World = SINGLE) -> dict:
+    """world: this process's torchrun rank; rank 0 writes the run directory, the others return {} at the end."""
     start, n = time.perf_counter(), cfg.nas_rl
     run_dir = Path(cfg.paths.output_dir)
     device = resolve_device(cfg.device)
@@ -61,26 +76,33 @@ def run_nas_rl(cfg: Config, resolved_config: dict) -> dict:
     space = build_space(cfg, data)
     sampler = build_sampler(cfg, space, device)
     checkpoint_path = run_dir / CHECKPOINT_NAME
-    resume = cfg.resume and (checkpoint_path.exists() or (run_dir / CHILDREN_NAME).exists())
+    # rank 0's answer, read before it writes anything there
+    resume = from_main(cfg.resume and (checkpoint_path.exists() or (run_dir / CHILDREN_NAME).exists()), world)
     state = load_checkpoint(checkpoint_path, device) if resume and checkpoint_path.exists() else None
     if state is not None:
         sampler.load_state_dict(state["sampler"])
     done = state["epoch"] if state else 0
     network = _child_network(cfg, data)
-    judge = BenchmarkRewards(describe) if looks_up else ChildTrainer(
+    judge = ShardedChildren(BenchmarkRewards(describe) if looks_up else ChildTrainer(
         child_recipe(cfg.retrain, network, n.child_epochs, resume), data, n.workers, cfg.data, cfg.device,
-        cfg.deterministic)
+        cfg.deterministic), world)
     tracker = Tracker(run_dir, cfg.logger, resolved_config, resume_epoch=done if resume else None,
-                      wandb_id=state.get("wandb_id") if state else None)
-    ledger = ChildLedger(run_dir / CHILDREN_NAME, resume, done + 1)
-    log.info("nas_rl on %s: %d updates x %d children, %s; child network %s on %s%s", cfg.search_space.name,
+                      wandb_id=state.get("wandb_id") if state else None, enabled=world.is_main)
+    ledger = ChildLedger(run_dir / CHILDREN_NAME, resume, done + 1, writes=world.is_main)
+    ledger.rows = from_main(ledger.rows, world)
+    log.info("nas_rl on %s: %d updates x %d children, %s%s; child network %s on %s%s%s", cfg.search_space.name,
              n.num_updates, n.children_per_update, "benchmark rewards" if looks_up else
-             f"{n.child_epochs} epoch(s) each, {n.workers} at once", network, device,
+             f"{n.child_epochs} epoch(s) each, {n.workers} at once",
+             f" on each of {world.size} ranks" if world.size > 1 else "", network, device,
+             f"; depth {n.depth_start} + {n.depth_step} every {n.depth_every_children} children, at most "
+             f"{cfg.search_space.num_layers}" if n.depth_start is not None else "",
              f"; resuming after update {done}" if resume else "")
     try:
-        loop = _Updates(cfg, space, sampler, judge, ledger, tracker, describe, network, run_dir)
+        loop = _Updates(cfg, space, sampler, judge, ledger, tracker, describe, network, run_dir, world)
         for update in range(done + 1, n.num_updates + 1):
             loop.run_update(update)
+        if not world.is_main:
+            return {}
         return _report(cfg, data, ledger, describe, run_dir, tracker, network, start)
     finally:
         judge.close()
@@ -97,20 +119,30 @@ def _child_network(cfg: Config, data: Dataset) -> dict:
     """The children's fixed-network arguments: nas_rl.child_layers / child_channels, else the search space's."""
     s, n = cfg.search_space, cfg.nas_rl
     channels = s.channels if n.child_channels is None else n.child_channels  # nasrl_conv: 0 is a width (no stem)
-    return fixed_network_kwargs(s.name, data, n.child_layers or s.num_layers, channels, getattr(s, "dropout", 0.0))
+    network = fixed_network_kwargs(s.name, data, n.child_layers or s.num_layers, channels, getattr(s, "dropout", 0.0))
+    return {**network, "num_layers": None} if n.depth_start is not None else network  # the architecture's depth
 
 
 class _Updates:
     """One controller update at a time: sample, train (or reuse) the children, REINFORCE, record, checkpoint."""
 
     def __init__(self, cfg: Config, space, sampler, judge, ledger: ChildLedger, tracker: Tracker, describe,
-                 network: dict, run_dir: Path):
+                 network: dict, run_dir: Path, world: World = SINGLE):
         self.cfg, self.space, self.sampler, self.judge, self.ledger = cfg, space, sampler, judge, ledger
-        self.tracker, self.describe, self.network, self.run_dir = tracker, describe, network, run_dir
+        self.tracker, self.describe, self.network, self.run_dir, self.world = tracker, describe, network, run_dir, world
+
+    def space_at(self, update: int):
+        """The space update `update` samples from: nasrl_conv at the scheduled depth of its first child."""
+        n = self.cfg.nas_rl
+        if n.depth_start is None:
+            return self.space
+        return self.space.at_depth(scheduled_depth((update - 1) * n.children_per_update, n.depth_start,
+                                                   n.depth_step, n.depth_every_children, self.space.num_layers))
 
     def run_update(self, update: int) -> None:
         started, m = time.perf_counter(), self.cfg.nas_rl.children_per_update
-        archs, rollout = self.sampler.sample(m, with_grad=True)
+        space = self.space_at(update)
+        archs, rollout = self.sampler.sample(m, with_grad=True, space=space)
         jobs = [ChildJob(index=i, update=update, arch=arch.to_json(), seed=child_seed(self.cfg.seed, i),
                          run_dir=str(self.run_dir / CHILDREN_DIR / f"{i:05d}"))
                 for i, arch in zip(range((update - 1) * m, update * m), archs)]
@@ -130,21 +162,24 @@ class _Updates:
         ordered = [rows[job.index] for job in jobs]
         rewards = torch.tensor([r["reward"] for r in ordered], device=rollout.log_prob.device)
         metrics = self.sampler.update(rollout, rewards)
+        agree_on_controller(self.sampler, self.world)
         best = max(self.ledger.rows, key=lambda r: r["reward"])
         record = self.tracker.log({
             "epoch": update, **metrics, "valid/acc": sum(r["valid_acc"] for r in ordered) / m,
             "nas_rl/best_reward": best["reward"], "nas_rl/best_valid_acc": best["valid_acc"],
-            "nas_rl/num_children": len(self.ledger.rows), **sample_diagnostics(self.space, archs),
-            **policy_diagnostics(self.space, self.sampler.most_likely()), "time/children_s": children_s,
+            "nas_rl/num_children": len(self.ledger.rows), **sample_diagnostics(space, archs),
+            **({"nas_rl/depth": space.num_layers} if space.name == "nasrl_conv" else {}),
+            **policy_diagnostics(space, self.sampler.most_likely(space)), "time/children_s": children_s,
             "time/child_mean_s": sum(r["train_time_s"] for r in ordered) / m,
             "time/update_s": time.perf_counter() - started}, step=update * m)
         # W&B tables take scalars: the per-epoch accuracies stay in children.jsonl
         self.tracker.log_rows("sampled_archs", [{"epoch": update, **{k: v for k, v in r.items() if k != "valid_accs"}}
                                                 for r in ordered], step=update * m)
         # after the record: a kill in between redoes this update's record from the checkpoint before
-        save_checkpoint(self.run_dir / CHECKPOINT_NAME, {"epoch": update, "global_step": update * m,
-                                                         "sampler": self.sampler.state_dict(),
-                                                         "wandb_id": self.tracker.wandb_id})
+        if self.world.is_main:
+            save_checkpoint(self.run_dir / CHECKPOINT_NAME, {"epoch": update, "global_step": update * m,
+                                                             "sampler": self.sampler.state_dict(),
+                                                             "wandb_id": self.tracker.wandb_id})
         log.info("update %d/%d  reward=%.4f  baseline=%.4f  entropy=%.4g  best reward=%.4f (child %d)  %.1f s",
                  update, self.cfg.nas_rl.num_updates, record["controller/reward"], record["controller/baseline"],
                  record["controller/entropy"], best["reward"], best["child"], record["time/update_s"])
@@ -169,7 +204,8 @@ class _Updates:
         return {"child": job.index, "update": job.update, "arch": arch.to_enas_string(),
                 "reward": reward_of(result.valid_accs, self.cfg.nas_rl.reward_shaping),
                 "valid_acc": result.valid_accs[-1], "valid_accs": result.valid_accs,
-                "train_time_s": round(result.time_s, 3), "params": params, "seed": job.seed,
+                "train_time_s": round(result.time_s, 3), "params": params, "seed": job.seed, "rank": result.rank,
+                **({"depth": arch.num_layers} if self.cfg.search_space.name == "nasrl_conv" else {}),
                 **{f"benchmark/{k}": v for k, v in looked_up.items()}}
 
 
@@ -194,7 +230,9 @@ def _report(cfg: Config, data: Dataset, ledger: ChildLedger, describe, run_dir: 
     result = write_result(run_dir, {
         "mode": cfg.mode, "space": cfg.search_space.name, "strategy": cfg.trainer.strategy,
         "best_arch": best["arch"], "best_valid_acc": best["valid_acc"], "best_reward": best["reward"],
-        "best_child": best["child"], "best_params": skeleton_params(cfg, data, arch), **looked_up,
+        "best_child": best["child"], **looked_up,
+        # a growing depth: the child's own network (the skeleton's depth may not be the child's)
+        "best_params": best["params"] if n.depth_start is not None else skeleton_params(cfg, data, arch),
         **proxy_result(cfg, data, arch, run_dir), "reward": n.reward, "reward_shaping": n.reward_shaping,
         "num_children": len(ledger.rows), "num_updates": n.num_updates, "children_per_update": n.children_per_update,
         "child_epochs": n.child_epochs if n.reward == "train" else None, "child_network": network,

@@ -5,8 +5,8 @@ that lets a killed search skip the children that finished.
 A child is the retrain recipe at the child network's width and depth for nas_rl.child_epochs epochs (one cosine
 cycle, aux head and drop-path off), trained on the training split and evaluated on the validation split after every
 epoch, in its own directory `children/<index>/` with its own `last.pt`: a killed child resumes exactly where it
-stopped. Its seed depends only on its index, so who trains it (this process, a pool worker, another rank) changes
-nothing.
+stopped. Its seed depends only on its index, so who trains it (this process, a pool worker, another rank:
+enas.nas_rl_ranks) changes nothing.
 """
 from __future__ import annotations
 
@@ -71,6 +71,7 @@ class ChildResult:
     index: int
     valid_accs: list[float]  # validation accuracy after each epoch (one entry for a benchmark lookup)
     time_s: float  # training (or lookup) time, summed over resumed sessions
+    rank: int = 0  # the torchrun rank that trained it (nas_rl_ranks.ShardedChildren); 0 in one process
 
 
 def child_recipe(retrain: RetrainConfig, network: dict, epochs: int, resume: bool) -> ChildRecipe:
@@ -139,9 +140,8 @@ class ChildTrainer:
     """Trains children in this process (workers=1) or in a pool of `workers` spawned processes, each with its own copy
     of the data (built from `data_cfg`) and cores // workers torch threads.
 
-    `__call__(jobs, on_done)` is the hook for multi-process training across ranks (torchrun): a distributed variant
-    trains jobs[rank::world_size], gathers every rank's results in job order (all_gather_object) and returns the same
-    list on every rank, which then all make the same controller update; rank 0 alone calls on_done (the ledger)."""
+    `__call__(jobs, on_done)` is the hook for training across ranks (torchrun): nas_rl_ranks.ShardedChildren wraps
+    it, each rank training jobs[rank::world_size] with its own ChildTrainer."""
 
     def __init__(self, recipe: ChildRecipe, data: Dataset, workers: int = 1, data_cfg=None, device: str = "cpu",
                  deterministic: bool = False):
@@ -237,13 +237,15 @@ class BenchmarkRewards:
 # --- children.jsonl -------------------------------------------------------------------------------------------------
 class ChildLedger:
     """children.jsonl: one JSON line per finished child, appended and fsynced as it finishes. Opening it for a resumed
-    run keeps the children of the completed updates and of the update under way (dropping a torn last line)."""
+    run keeps the children of the completed updates and of the update under way (dropping a torn last line).
+    writes=False (a torchrun rank other than 0): no file is read or written; `rows` is set from rank 0's."""
 
-    def __init__(self, path: Path, resume: bool, update_under_way: int):
-        self.path = path
-        rows = self._read() if resume else []
-        self.rows = [r for r in rows if r["update"] <= update_under_way]
-        write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in self.rows))
+    def __init__(self, path: Path, resume: bool, update_under_way: int, writes: bool = True):
+        self.path, self.writes, self.rows = path, writes, []
+        if writes:
+            rows = self._read() if resume else []
+            self.rows = [r for r in rows if r["update"] <= update_under_way]
+            write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in self.rows))
 
     def _read(self) -> list[dict]:
         if not self.path.exists():
@@ -266,8 +268,9 @@ class ChildLedger:
         return {r["child"]: r for r in self.rows if r["update"] == update}
 
     def append(self, row: dict) -> None:
-        with self.path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        if self.writes:
+            with self.path.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
         self.rows.append(row)

@@ -42,8 +42,8 @@ def run_search(cfg: Config, resolved_config: dict, world: World = SINGLE) -> dic
     run directory and derives, the others return {} after the last epoch."""
     if cfg.trainer.strategy in TRAINING_FREE:
         return run_training_free(cfg, resolved_config)
-    if cfg.trainer.strategy == "nas_rl":
-        return run_nas_rl(cfg, resolved_config)
+    if cfg.trainer.strategy == "nas_rl":  # ranks share out the children (enas.nas_rl_ranks)
+        return run_nas_rl(cfg, resolved_config, world)
     start = time.perf_counter()
     run_dir = Path(cfg.paths.output_dir)
     describe = benchmark_lookup(cfg)

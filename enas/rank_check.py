@@ -16,13 +16,14 @@ from pathlib import Path
 import torch
 
 from enas.artefacts import write_result
-from enas.build import build_dataset, build_space, configure_backends, resolve_device, skeleton_kwargs
+from enas.build import (build_dataset, build_space, build_supernet, configure_backends, resolve_device,
+                        skeleton_kwargs)
 from enas.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from enas.config import Config
 from enas.data import Dataset
 from enas.derive import Candidate, kendall_tau
 from enas.files import write_json_atomic
-from enas.judges import split_accuracy
+from enas.judges import split_scores
 from enas.networks import arch_from_json, build_network
 from enas.retrain import RetrainLoop, short_recipe
 from enas.tracking import Tracker
@@ -60,6 +61,7 @@ def _last_record(run_dir: Path) -> dict:
 def rank_check(cfg: Config, data: Dataset, ranked: list[Candidate], describe, run_dir: Path) -> dict:
     """Tau over the top derive.rank_check_k candidates (by shared-weight accuracy) against the reference."""
     judged = [c for c in ranked if c.valid_acc is not None][:cfg.derive.rank_check_k]
+    by = cfg.derive.score
     looked_up = [describe(c.arch).get("benchmark") for c in judged]
     key = next((k for k in BENCHMARK_REFERENCE if looked_up and looked_up[0] and k in looked_up[0]), None)
     if key is not None:
@@ -70,14 +72,14 @@ def rank_check(cfg: Config, data: Dataset, ranked: list[Candidate], describe, ru
         for i, c in enumerate(judged):
             reference.append(proxy_accuracy(cfg, data, c.arch, run_dir / "rank_check" / f"{i:03d}",
                                             cfg.derive.rank_check_epochs))
-            log.info("rank check %d/%d: shared-weight %.4f, proxy %.4f  %s", i + 1, len(judged), c.valid_acc,
+            log.info("rank check %d/%d: shared-weight %s %.4f, proxy %.4f  %s", i + 1, len(judged), by, c.score(by),
                      reference[-1], c.arch.to_enas_string())
-    tau = kendall_tau([c.valid_acc for c in judged], reference)
-    log.info("rank check: Kendall tau %s between shared-weight accuracy and %s over %d candidates",
-             "n/a" if tau is None else f"{tau:.3f}", name, len(judged))
-    return {"kendall_tau": tau, "reference": name, "num_candidates": len(judged),
-            "candidates": [{"enas_string": c.arch.to_enas_string(), "valid_acc": c.valid_acc, "reference": r}
-                           for c, r in zip(judged, reference)]}
+    tau = kendall_tau([c.score(by) for c in judged], reference)
+    log.info("rank check: Kendall tau %s between the shared-weight %s and %s over %d candidates",
+             "n/a" if tau is None else f"{tau:.3f}", by, name, len(judged))
+    return {"kendall_tau": tau, "score": by, "reference": name, "num_candidates": len(judged),
+            "candidates": [{"enas_string": c.arch.to_enas_string(), "valid_acc": c.valid_acc,
+                            "valid_loss": c.valid_loss, "reference": r} for c, r in zip(judged, reference)]}
 
 
 def proxy_result(cfg: Config, data: Dataset, arch, run_dir: Path) -> dict:
@@ -112,14 +114,16 @@ def run_rank_check(cfg: Config, resolved_config: dict) -> dict:
               "standalone_valid_acc": {"mean": sum(standalone) / len(standalone), "min": min(standalone),
                                        "max": max(standalone)}}
     if cfg.load_from:
-        shared = _shared_weight_scores(cfg, data, space, archs)
-        tau = kendall_tau(shared, standalone)
-        log.info("Kendall tau %s between the shared-weight accuracy of %s and standalone accuracy over %d "
-                 "architectures", "n/a" if tau is None else f"{tau:.3f}", cfg.load_from, len(archs))
-        result.update({"supernet": str(cfg.load_from), "kendall_tau": tau})
+        accs, losses = zip(*_shared_weight_scores(cfg, data, space, archs))
+        taus = {"acc": kendall_tau(list(accs), standalone), "loss": kendall_tau([-v for v in losses], standalone)}
+        for by, tau in taus.items():
+            log.info("Kendall tau %s between the shared-weight %s of %s and standalone accuracy over %d architectures",
+                     "n/a" if tau is None else f"{tau:.3f}", by, cfg.load_from, len(archs))
+        result.update({"supernet": str(cfg.load_from), "kendall_tau": taus[cfg.derive.score],
+                       "score": cfg.derive.score, "kendall_tau_acc": taus["acc"], "kendall_tau_loss": taus["loss"]})
         write_json_atomic(run_dir / "rank_check.json", {**result, "archs": [
-            {"enas_string": a.to_enas_string(), "standalone_valid_acc": r, "shared_valid_acc": w}
-            for a, r, w in zip(archs, standalone, shared)]})
+            {"enas_string": a.to_enas_string(), "standalone_valid_acc": r, "shared_valid_acc": acc,
+             "shared_valid_loss": loss} for a, r, acc, loss in zip(archs, standalone, accs, losses)]})
     return write_result(run_dir, {**result, "wall_time_s": round(time.perf_counter() - start, 2)})
 
 
@@ -148,12 +152,13 @@ def _standalone_reference(cfg: Config, data: Dataset, space, path: Path, run_dir
     return done
 
 
-def _shared_weight_scores(cfg: Config, data: Dataset, space, archs: list) -> list[float]:
+def _shared_weight_scores(cfg: Config, data: Dataset, space, archs: list) -> list[list[float]]:
+    """[accuracy, mean cross-entropy] of each architecture on the validation split, with the saved shared weights."""
     source = Path(cfg.load_from)
     state = load_checkpoint(source / CHECKPOINT_NAME if source.is_dir() else source, data.train.x.device)
-    net = space.supernet().to(data.train.x.device)
+    net = build_supernet(cfg, space).to(data.train.x.device)
     net.load_state_dict(state["net"])
     memory_format = torch.channels_last if cfg.trainer.channels_last else torch.contiguous_format
     net.to(memory_format=memory_format)
-    return torch.stack([split_accuracy(net, lambda a=arch: a, data.valid, data.mean, data.std, cfg.derive.batch_size,
-                                       memory_format) for arch in archs]).tolist()
+    return torch.stack([split_scores(net, arch, data.valid, data.mean, data.std, cfg.derive.batch_size, memory_format)
+                        for arch in archs]).tolist()

@@ -20,11 +20,13 @@ class ControllerSampler:
         self.space, self.controller, self.reinforce, self.generator = space, controller, reinforce, generator
         self.skip_weight = skip_weight
 
-    def sample(self, k: int, with_grad: bool = False) -> tuple[list, Rollout]:
-        """k architectures from one batched controller call (one host sync to build the architecture values)."""
+    def sample(self, k: int, with_grad: bool = False, space=None) -> tuple[list, Rollout]:
+        """k architectures from one batched controller call (one host sync to build the architecture values).
+        space: a space whose steps begin this controller's (nasrl_conv at a smaller depth): only those are walked."""
+        space = space or self.space
         with torch.set_grad_enabled(with_grad):
-            rollout = self.controller(k, generator=self.generator)
-        return [self.space.from_choices(c) for c in rollout.choices.tolist()], rollout
+            rollout = self.controller(k, generator=self.generator, num_steps=self._prefix(space))
+        return [space.from_choices(c) for c in rollout.choices.tolist()], rollout
 
     def update(self, rollout: Rollout, rewards: torch.Tensor) -> dict:
         extra_loss = None
@@ -33,8 +35,19 @@ class ControllerSampler:
         return self.reinforce.update(rollout, rewards, extra_loss=extra_loss)
 
     @torch.no_grad()
-    def most_likely(self):
-        return self.space.from_choices(self.controller(1, greedy=True).choices[0].tolist())
+    def most_likely(self, space=None):
+        space = space or self.space
+        return space.from_choices(self.controller(1, greedy=True, num_steps=self._prefix(space)).choices[0].tolist())
+
+    def _prefix(self, space) -> int | None:
+        """How many of the controller's steps `space` walks: None for all; a shorter list must be their prefix."""
+        if space is self.space:
+            return None
+        steps = space.steps()
+        if steps != self.controller.steps[:len(steps)]:
+            raise ValueError(f"search space {space.name}'s {len(steps)} decision steps are not the first of the "
+                             f"controller's {len(self.controller.steps)}; it cannot sample that space")
+        return len(steps)
 
     def state_dict(self) -> dict:
         return {"controller": self.controller.state_dict(), "reinforce": self.reinforce.state_dict(),

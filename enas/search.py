@@ -106,6 +106,9 @@ class SearchLoop(CheckpointedLoop):
         record: dict = {}
         epoch_bar = self.progress.add("epochs", epochs, completed=self.epoch)
         while self.epoch < epochs:
+            if self.cfg.few_shot_epoch and self.epoch >= self.cfg.few_shot_epoch and not self.net.is_split:
+                self.net.split(self.optimizer)
+                log.info("epoch %d: the supernet split into %d few-shot parts", self.epoch + 1, len(self.net.parts))
             timings, metrics = {}, {}
             with _timer(timings, "time/shared_s", self.device):
                 metrics.update(self.train_shared())

@@ -7,6 +7,7 @@ from enas.config import Config
 SPACE_NAMES = ("micro", "macro", "nb201", "nasrl_conv")
 NO_SUPERNET_SPACES = ("nasrl_conv",)  # searched by nas_rl or a training-free strategy, never with shared weights
 MODES = ("search", "derive", "train", "eval", "bench", "report", "rank_check")
+DERIVE_SCORES = ("acc", "loss")  # what derive ranks candidates by (enas.derive.Candidate.score)
 STRATEGIES = ("enas", "random", "naswot", "params", "random_pick", "nas_rl")
 NAS_RL_REWARDS, NAS_RL_SHAPINGS = ("train", "benchmark"), ("zoph",)
 PREFILTERS = ("naswot",)
@@ -49,6 +50,8 @@ def validate(cfg: Config) -> None:
          "need num_updates >= 0 and num_aggregate >= 1"),
         (cfg.derive.num_samples >= 0 and cfg.derive.top_k >= 1,
          f"derive.num_samples={cfg.derive.num_samples}, top_k={cfg.derive.top_k}; need >= 0 and >= 1"),
+        (cfg.derive.score in DERIVE_SCORES,
+         f"derive.score={cfg.derive.score!r}; allowed {', '.join(DERIVE_SCORES)}"),
         (cfg.derive.prefilter is None or cfg.derive.prefilter in PREFILTERS,
          f"derive.prefilter={cfg.derive.prefilter!r}; allowed null (none) or {', '.join(PREFILTERS)}"),
         (cfg.derive.prefilter_samples >= 1 and cfg.derive.prefilter_top_k >= 1,
@@ -59,6 +62,9 @@ def validate(cfg: Config) -> None:
          f"proxy_epochs={cfg.derive.proxy_epochs}; need rank_check_k >= 0 (0: off), rank_check_epochs >= 1 and "
          "proxy_epochs >= 0 (0: off)"),
         (0 <= cfg.trainer.warmup_epochs, f"trainer.warmup_epochs={cfg.trainer.warmup_epochs}; must be >= 0 (0: off)"),
+        (0 <= cfg.trainer.few_shot_epoch < max(cfg.trainer.epochs, 1),
+         f"trainer.few_shot_epoch={cfg.trainer.few_shot_epoch}; allowed 0 (off) or an epoch before trainer.epochs="
+         f"{cfg.trainer.epochs}, when the supernet splits"),
         (0 <= cfg.trainer.collapse_entropy <= 1, f"trainer.collapse_entropy={cfg.trainer.collapse_entropy}; allowed "
                                                  "[0, 1] (a share of the maximum entropy)"),
         (cfg.benchmark.path is None or cfg.search_space.name == "nb201",
@@ -128,4 +134,24 @@ def _nas_rl_checks(cfg: Config) -> list[tuple[bool, str]]:
                                     n.child_layers >= 3 and (space != "nb201" or n.child_layers % 3 == 0)),
          f"nas_rl.child_layers={n.child_layers}; allowed null (search_space.num_layers) or >= 3 (nb201: a multiple "
          "of 3; nasrl_conv: the architecture's depth, search_space.num_layers)"),
+        *_depth_schedule_checks(cfg),
+    ]
+
+
+def _depth_schedule_checks(cfg: Config) -> list[tuple[bool, str]]:
+    """nas_rl.depth_start: Zoph & Le's growing depth, nasrl_conv only, up to search_space.num_layers."""
+    n, s = cfg.nas_rl, cfg.search_space
+    if n.depth_start is None:
+        return []
+    return [
+        (s.name == "nasrl_conv", f"nas_rl.depth_start={n.depth_start} grows the depth of nasrl_conv children only, "
+                                 f"not of search_space={s.name}; use search_space=nasrl_conv or depth_start=null"),
+        (1 <= n.depth_start <= s.num_layers,
+         f"nas_rl.depth_start={n.depth_start}; allowed null (no schedule) or 1 .. search_space.num_layers="
+         f"{s.num_layers} (the most layers a child grows to)"),
+        (n.depth_step >= 1, f"nas_rl.depth_step={n.depth_step}; must be >= 1 (layers added per step)"),
+        (n.depth_every_children >= 1, f"nas_rl.depth_every_children={n.depth_every_children}; must be >= 1 "
+                                      "(children sampled per step)"),
+        (n.child_layers is None, f"nas_rl.child_layers={n.child_layers} with nas_rl.depth_start={n.depth_start}: "
+                                 "the schedule sets the depth; use child_layers=null"),
     ]

@@ -217,7 +217,7 @@ def test_torchrun_runs_one_search_in_one_run_directory(tmp_path):
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["mode=train", "arch=enas_micro_paper"], "mode=search with trainer.strategy enas or random; got mode=train"),
+    (["mode=train", "arch=enas_micro_paper"], "mode=search with trainer.strategy enas, random, nas_rl; got mode=train"),
     (["trainer.strategy=naswot"], "got mode=search, trainer.strategy=naswot"),
     (["trainer.batch_size=33"], "batch_size=33 is the global batch and must split evenly over 2 processes"),
     (["dist.grad_sync=allgather"], "grad_sync one of ddp, allreduce_used"),

@@ -29,6 +29,12 @@ class NasrlConvSpace:
         self.net_args = dict(num_classes=num_classes, in_channels=in_channels, stem_channels=stem_channels,
                              dropout=dropout)
 
+    def at_depth(self, num_layers: int) -> "NasrlConvSpace":
+        """This space with `num_layers` layers: its steps are the first of this space's when it is shallower (a
+        layer's decisions never depend on later layers), so one controller samples every depth (NAS-RL's growing
+        depth, nas_rl.depth_start)."""
+        return self if num_layers == self.num_layers else NasrlConvSpace(num_layers, **self.net_args)
+
     @property
     def num_choices(self) -> int:
         return num_choices_of(self.num_layers)

@@ -8,8 +8,8 @@ are padded and concatenated for the classifier: global average pool, dropout, li
 output keeps the image size, so the padding does nothing here; `pad_concat` is there for strided variants.
 
 There are no shared weights: NAS-RL trains each sampled child from scratch. The paper also grew the depth during
-the search (2 more layers every 1,600 children, starting at 6: §4.1, recalled); here the depth is the
-architecture's own, so a growing search would move to a space of more layers as it goes (not implemented).
+the search (2 more layers every 1,600 children, starting at 6: §4.1); the depth is the architecture's own, and
+nas_rl.depth_start samples shallower prefixes of the space as the schedule says (enas.nas_rl_depth).
 """
 from __future__ import annotations
 
