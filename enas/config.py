@@ -162,10 +162,10 @@ class DeriveConfig:
     top_k: int = 10
     batch_size: int = 500
     max_valid_images: Optional[int] = None
-    score: str = "acc"  # rank candidates by validation "acc" (ENAS) or "loss" (lower mean cross-entropy first)
-    prefilter: Optional[str] = None  # "naswot": keep the prefilter_top_k of prefilter_samples by NASWOT score
-    prefilter_samples: int = 1000
-    prefilter_top_k: int = 50
+    score: str = "loss"  # rank candidates by validation "loss" (lower mean cross-entropy first) or "acc" (ENAS)
+    prefilter: Optional[str] = "naswot"  # or "params": keep the prefilter_top_k of prefilter_samples by that score
+    prefilter_samples: int = 200
+    prefilter_top_k: int = 20
     rank_check_k: int = 0  # > 0: Kendall tau of the shared-weight scores against a reference for the top k
     rank_check_epochs: int = 5  # the proxy retrain's epochs when no benchmark is configured
     proxy_epochs: int = 0  # > 0: retrain the winner at the search skeleton, report proxy_acc (every strategy)

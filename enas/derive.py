@@ -5,9 +5,10 @@ Reference: enas_reference.md §5 (paper Sec. 2.2 "Deriving Architectures": sampl
 re-train only the best; the official code has no such script, melodyguan/enas#105). We score on the whole
 validation split rather than one minibatch, since one 160-image batch ranks children mostly by noise.
 
-derive.prefilter=naswot (shared/reference/naswot.md §7b, AREA-like): sample derive.prefilter_samples candidates,
-keep the derive.prefilter_top_k best by NASWOT score (each built fresh at the search skeleton), and rank only those
-by shared-weight accuracy; derived.json then lists every candidate with both scores and their Kendall tau.
+derive.prefilter=naswot|params (shared/reference/naswot.md §7b, AREA-like): sample derive.prefilter_samples
+candidates, keep the derive.prefilter_top_k best by NASWOT score (each built fresh at the search skeleton) or by
+parameter count there, and rank only those with the shared weights; derived.json then lists every candidate with
+both scores (`naswot_score` or `params_score`) and their Kendall tau.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from enas.config import DeriveConfig
 from enas.data import Dataset
 from enas.files import write_json_atomic
 from enas.judges import split_scores
-from enas.naswot import NaswotJudge, score_json
+from enas.naswot import score_json
 
 log = logging.getLogger(__name__)
 DERIVED_NAME, BEST_ARCH_NAME = "derived.json", "best_arch.json"
@@ -33,16 +34,17 @@ class Candidate:
     arch: object
     valid_acc: float | None  # None: dropped by the prefilter, never scored with the shared weights
     source: str  # "sampled" or "most_likely"
-    naswot_score: float | None = None  # derive.prefilter=naswot only; -inf: singular kernel
+    prefilter_score: float | None = None  # derive.prefilter only: NASWOT score (-inf: singular kernel) or params
     valid_loss: float | None = None  # mean validation cross-entropy with the shared weights (None when not scored)
 
     def score(self, by: str) -> float:
         """The ranking score, higher is better: derive.score=acc (accuracy) or loss (minus the cross-entropy)."""
         return self.valid_acc if by == "acc" else -self.valid_loss
 
-    def to_json(self, rank: int) -> dict:
-        naswot = {} if self.naswot_score is None else {"naswot_score": score_json(self.naswot_score)}
-        return {"rank": rank, "valid_acc": self.valid_acc, "valid_loss": self.valid_loss, **naswot,
+    def to_json(self, rank: int, prefilter: str | None = None) -> dict:
+        """prefilter: the derive.prefilter whose score to record, as `<prefilter>_score`."""
+        pre = {} if prefilter is None else {f"{prefilter}_score": score_json(self.prefilter_score)}
+        return {"rank": rank, "valid_acc": self.valid_acc, "valid_loss": self.valid_loss, **pre,
                 "source": self.source,
                 "enas_string": self.arch.to_enas_string(), "arch": self.arch.to_json()}
 
@@ -60,33 +62,33 @@ def candidates(sampler, num_samples: int, include_greedy: bool) -> list[tuple[ob
 
 
 def derive(net: nn.Module, sampler, data: Dataset, cfg: DeriveConfig, memory_format=torch.channels_last,
-           naswot: NaswotJudge | None = None) -> list[Candidate]:
-    """Score the candidates on the validation split; best first. One host sync for all scores. With
-    derive.prefilter=naswot (`naswot` scores them) only the NASWOT top-k are scored; the dropped candidates
-    follow, valid_acc None, best NASWOT score first."""
+           prefilter=None) -> list[Candidate]:
+    """Score the candidates on the validation split, best first by derive.score. One host sync for all scores. With
+    derive.prefilter (`prefilter`: a training-free judge, enas.training_free.prefilter_judge) only its top-k are scored;
+    the dropped candidates follow, valid_acc None, best prefilter score first."""
     pool = candidates(sampler, cfg.prefilter_samples if cfg.prefilter else cfg.num_samples, cfg.include_greedy)
     if not pool:
         raise ValueError("derive has nothing to score: derive.num_samples is 0 and the sampler has no most "
                          "likely architecture (random search); set derive.num_samples >= 1")
-    dropped, naswot_scores = [], {}
-    if cfg.prefilter == "naswot":
-        if naswot is None:
-            raise ValueError("derive.prefilter=naswot needs a NASWOT judge (enas.build.naswot_judge)")
-        pool, dropped, naswot_scores = naswot_prefilter(pool, naswot, cfg.prefilter_top_k)
+    dropped, prefilter_scores = [], {}
+    if cfg.prefilter:
+        if prefilter is None:
+            raise ValueError(f"derive.prefilter={cfg.prefilter} needs its judge (enas.training_free.prefilter_judge)")
+        pool, dropped, prefilter_scores = prefilter_pool(pool, prefilter, cfg.prefilter_top_k, cfg.prefilter)
     log.info("scoring %d candidate architectures on %d validation images", len(pool),
              min(len(data.valid), cfg.max_valid_images or len(data.valid)))
     scores = torch.stack([split_scores(net, arch, data.valid, data.mean, data.std, cfg.batch_size, memory_format,
                                        cfg.max_valid_images) for arch, _ in pool]).tolist()
-    naswot_of = lambda arch: naswot_scores.get(arch.to_enas_string())  # noqa: E731
-    scored = [Candidate(arch, acc, source, naswot_of(arch), loss) for (arch, source), (acc, loss) in zip(pool, scores)]
+    pre = lambda arch: prefilter_scores.get(arch.to_enas_string())  # noqa: E731
+    scored = [Candidate(arch, acc, source, pre(arch), loss) for (arch, source), (acc, loss) in zip(pool, scores)]
     return (sorted(scored, key=lambda c: -c.score(cfg.score))
-            + [Candidate(arch, None, source, naswot_of(arch)) for arch, source in dropped])
+            + [Candidate(arch, None, source, pre(arch)) for arch, source in dropped])
 
 
-def naswot_prefilter(pool: list[tuple[object, str]], naswot: NaswotJudge, top_k: int):
-    """(the top_k of `pool` by NASWOT score, the rest, {enas string: score}); both lists best first."""
-    log.info("prefilter: NASWOT-scoring %d candidate architectures, keeping the best %d", len(pool), top_k)
-    scored = naswot([arch for arch, _ in pool])
+def prefilter_pool(pool: list[tuple[object, str]], judge, top_k: int, name: str):
+    """(the top_k of `pool` by the judge's score, the rest, {enas string: score}); both lists best first."""
+    log.info("prefilter: %s-scoring %d candidate architectures, keeping the best %d", name, len(pool), top_k)
+    scored = judge([arch for arch, _ in pool])
     order = sorted(range(len(pool)), key=lambda i: -scored[i].score)
     scores = {pool[i][0].to_enas_string(): scored[i].score for i in order}
     return [pool[i] for i in order[:top_k]], [pool[i] for i in order[top_k:]], scores
@@ -104,23 +106,25 @@ def kendall_tau(x: list[float], y: list[float]) -> float | None:
     return (sign_a * sign_b).sum().item() / (untied_a * untied_b) ** 0.5
 
 
-def write_derived(run_dir: str | Path, ranked: list[Candidate], top_k: int, describe=lambda arch: {},
+def write_derived(run_dir: str | Path, ranked: list[Candidate], cfg: DeriveConfig, describe=lambda arch: {},
                   rank_check: dict | None = None) -> dict[str, str]:
-    """`derived.json` (top-k with scores, and the rank check when one ran) and `best_arch.json` (the winner, loadable
-    as an architecture file). `describe(arch)` adds to each candidate's record (NAS-Bench-201 accuracies)."""
+    """`derived.json` (the top derive.top_k with their scores, the ranking score, and the rank check when one ran) and
+    `best_arch.json` (the winner, loadable as an architecture file). `describe(arch)` adds to each candidate's record
+    (NAS-Bench-201 accuracies)."""
     run_dir = Path(run_dir)
     judged = [c for c in ranked if c.valid_acc is not None]
-    derived = {"num_scored": len(judged),
-               "top": [{**c.to_json(r), **describe(c.arch)} for r, c in enumerate(judged[:top_k], 1)]}
+    derived = {"num_scored": len(judged), "score": cfg.score,
+               "top": [{**c.to_json(r, cfg.prefilter), **describe(c.arch)}
+                       for r, c in enumerate(judged[:cfg.top_k], 1)]}
     if rank_check is not None:
         derived["rank_check"] = rank_check
-    if any(c.naswot_score is not None for c in ranked):
-        tau = kendall_tau([c.valid_acc for c in judged], [c.naswot_score for c in judged])
-        derived["prefilter"] = {"method": "naswot", "num_candidates": len(ranked), "num_kept": len(judged),
-                                "kendall_tau": tau,  # valid_acc vs naswot_score over the kept candidates
-                                "candidates": [c.to_json(r) for r, c in enumerate(ranked, 1)]}
-        log.info("prefilter: Kendall tau between shared-weight accuracy and NASWOT score over the %d kept: %s",
-                 len(judged), "n/a" if tau is None else f"{tau:.3f}")
+    if cfg.prefilter:
+        tau = kendall_tau([c.score(cfg.score) for c in judged], [c.prefilter_score for c in judged])
+        derived["prefilter"] = {"method": cfg.prefilter, "num_candidates": len(ranked), "num_kept": len(judged),
+                                "kendall_tau": tau,  # the shared-weight score vs the prefilter's, over the kept ones
+                                "candidates": [c.to_json(r, cfg.prefilter) for r, c in enumerate(ranked, 1)]}
+        log.info("prefilter: Kendall tau between the shared-weight %s and the %s score over the %d kept: %s",
+                 cfg.score, cfg.prefilter, len(judged), "n/a" if tau is None else f"{tau:.3f}")
     write_json_atomic(run_dir / DERIVED_NAME, derived)
     best = ranked[0]
     write_json_atomic(run_dir / BEST_ARCH_NAME, {**best.arch.to_json(), "valid_acc": best.valid_acc,

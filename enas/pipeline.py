@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from enas.artefacts import NETWORK_NAME, pictures, publish, write_result
-from enas.build import (benchmark_lookup, build_components, build_dataset, configure_backends, naswot_judge,
+from enas.build import (benchmark_lookup, build_components, build_dataset, configure_backends,
                         network_kwargs, resolve_device, skeleton_params)
 from enas.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from enas.config import Config
@@ -32,7 +32,7 @@ from enas.report import build_report
 from enas.retrain import RetrainLoop
 from enas.search import ControllerSchedule, SearchLoop
 from enas.tracking import Tracker
-from enas.training_free import TRAINING_FREE, run_training_free
+from enas.training_free import TRAINING_FREE, prefilter_judge, run_training_free
 
 log = logging.getLogger(__name__)
 
@@ -92,10 +92,9 @@ def run_derive(cfg: Config, resolved_config: dict) -> dict:
 
 def _derive_and_report(cfg: Config, net, sampler, data, run_dir: Path, tracker: Tracker, start: float,
                        memory_format, describe) -> dict:
-    ranked = derive(net, sampler, data, cfg.derive, memory_format,
-                    naswot=naswot_judge(cfg, data) if cfg.derive.prefilter == "naswot" else None)
+    ranked = derive(net, sampler, data, cfg.derive, memory_format, prefilter=prefilter_judge(cfg, data))
     ranking = rank_check(cfg, data, ranked, describe, run_dir) if cfg.derive.rank_check_k else None
-    paths = write_derived(run_dir, ranked, cfg.derive.top_k, describe, ranking)
+    paths = write_derived(run_dir, ranked, cfg.derive, describe, ranking)
     best = ranked[0]
     looked_up = describe(best.arch)
     log.info("best architecture (validation accuracy %.4f with the shared weights, %s%s):\n%s",

@@ -48,6 +48,15 @@ class ParamsJudge:
         return results
 
 
+def prefilter_judge(cfg: Config, data: Dataset):
+    """derive.prefilter's judge: NASWOT at the search skeleton, or the parameter count there; None when off."""
+    if cfg.derive.prefilter == "naswot":
+        return naswot_judge(cfg, data)
+    if cfg.derive.prefilter == "params":
+        return ParamsJudge(lambda arch: skeleton_params(cfg, data, arch))
+    return None
+
+
 def run_training_free(cfg: Config, resolved_config: dict) -> dict:
     start, strategy = time.perf_counter(), cfg.trainer.strategy
     run_dir = Path(cfg.paths.output_dir)

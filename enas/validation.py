@@ -10,7 +10,7 @@ MODES = ("search", "derive", "train", "eval", "bench", "report", "rank_check")
 DERIVE_SCORES = ("acc", "loss")  # what derive ranks candidates by (enas.derive.Candidate.score)
 STRATEGIES = ("enas", "random", "naswot", "params", "random_pick", "nas_rl")
 NAS_RL_REWARDS, NAS_RL_SHAPINGS = ("train", "benchmark"), ("zoph",)
-PREFILTERS = ("naswot",)
+PREFILTERS = ("naswot", "params")
 GRAD_SYNCS = ("ddp", "allreduce_used")
 
 

@@ -79,3 +79,10 @@ def test_controller_trainer_and_retrain_follow_the_search_space(space, tmp_path)
 def test_bad_nb201_depth_is_rejected_with_the_rule(tmp_path):
     with pytest.raises(ValueError, match="multiple of 3"):
         compose_config(["search_space=nb201", "search_space.num_layers=7"], tmp_path)
+
+
+@pytest.mark.parametrize("space", ["micro", "macro", "nb201"])
+def test_enas_paper_preset_restores_the_paper_search_on_every_space(space, tmp_path):
+    config, _ = compose_config(["experiment=enas_paper", f"search_space={space}"], tmp_path)
+    assert (config.trainer.warmup_epochs, config.trainer.few_shot_epoch) == (0, 0)
+    assert (config.derive.score, config.derive.prefilter, config.trainer.strategy) == ("acc", None, "enas")

@@ -115,6 +115,8 @@ def test_a_few_shot_search_splits_and_resumes_exactly(smoke, tmp_path, monkeypat
     assert_same_run(tmp_path / "full", tmp_path / "part")
     cfg, resolved = smoke(*run, "rank_check.num_archs=2", "rank_check.epochs=1", f"load_from={tmp_path / 'full'}",
                           name="rank")
-    run_rank_check(cfg, resolved)  # the few-shot supernet loads from its checkpoint and scores
+    result = run_rank_check(cfg, resolved)  # the few-shot supernet loads from its checkpoint and scores
     scored = json.loads((tmp_path / "rank" / "rank_check.json").read_text())["archs"]
-    assert len(scored) == 2 and all(0 <= a["shared_valid_acc"] <= 1 for a in scored)
+    assert len(scored) == 2 and all(0 <= a["shared_valid_acc"] <= 1 and a["shared_valid_loss"] > 0 for a in scored)
+    assert {"kendall_tau_acc", "kendall_tau_loss"} <= result.keys()
+    assert result["kendall_tau"] == result[f"kendall_tau_{result['score']}"]

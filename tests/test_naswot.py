@@ -238,7 +238,7 @@ def test_naswot_batch_larger_than_the_training_split_is_refused_by_name(smoke):
 
 
 @pytest.mark.parametrize("override, message", [
-    ("derive.prefilter=params", "derive.prefilter='params'"),
+    ("derive.prefilter=flops", "derive.prefilter='flops'; allowed null .none. or naswot, params"),
     ("naswot.num_samples=0", "naswot.num_samples=0"),
     ("naswot.batch_size=1", "naswot.batch_size=1"),
 ])
@@ -249,7 +249,7 @@ def test_bad_naswot_settings_name_the_value(smoke, override, message):
 
 # --- the derive prefilter ---------------------------------------------------------------------------------------
 def test_enas_derive_with_the_naswot_prefilter_ranks_the_naswot_top_k_and_records_both_scores(smoke, tmp_path):
-    cfg, resolved = smoke("trainer.epochs=1", "derive.prefilter=naswot")
+    cfg, resolved = smoke("trainer.epochs=1", "derive.prefilter=naswot", "derive.score=acc")
     result = run_search(cfg, resolved)
     run_dir = tmp_path / "run"
     derived = json.loads((run_dir / "derived.json").read_text())
@@ -265,6 +265,21 @@ def test_enas_derive_with_the_naswot_prefilter_ranks_the_naswot_top_k_and_record
     assert accs == sorted(accs, reverse=True) and derived["top"][0]["enas_string"] == result["best_arch"]
     assert prefilter["kendall_tau"] == kendall_tau([c["valid_acc"] for c in kept], [naswot(c) for c in kept])
     assert (run_dir / "best_arch.json").exists() and (run_dir / "result.json").exists()
+
+
+def test_the_params_prefilter_keeps_the_largest_candidates_and_ranks_them_by_loss(smoke, tmp_path):
+    cfg, resolved = smoke("search_space=nb201", "trainer.epochs=1", "derive.prefilter=params", "derive.score=loss",
+                          "derive.prefilter_samples=12", "derive.prefilter_top_k=4")
+    run_search(cfg, resolved)
+    derived = json.loads((tmp_path / "run" / "derived.json").read_text())
+    everyone = derived["prefilter"]["candidates"]
+    kept = [c for c in everyone if c["valid_acc"] is not None]
+    assert derived["prefilter"]["method"] == "params" and len(kept) == 4 and len(everyone) > 4
+    assert min(c["params_score"] for c in kept) >= max(c["params_score"] for c in everyone if c["valid_acc"] is None)
+    losses = [c["valid_loss"] for c in derived["top"]]
+    assert derived["score"] == "loss" and losses == sorted(losses)
+    assert derived["prefilter"]["kendall_tau"] == kendall_tau([-c["valid_loss"] for c in kept],
+                                                              [c["params_score"] for c in kept])
 
 
 def test_kendall_tau_matches_hand_values_with_ties_and_minus_infinity():

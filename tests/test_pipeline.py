@@ -9,9 +9,14 @@ import sys
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import ROOT, assert_same_run
 
+from enas.augment import normalise
+from enas.data import Split
+from enas.judges import split_scores
 from enas.pipeline import run_derive, run_search
+from enas.spaces.nb201 import Nb201Space
 from enas.spaces.micro_arch import MicroArch
 
 ARTEFACTS = ("metrics.jsonl", "last.pt", "best_arch.json", "derived.json", "result.json")
@@ -38,8 +43,8 @@ def test_smoke_experiment_runs_from_the_command_line_and_writes_every_artefact(t
     assert best.to_enas_string() == result["best_arch"]
     assert "normal cell" in (tmp_path / "run.log").read_text()  # the winner is printed as a table
     derived = json.loads((tmp_path / "derived.json").read_text())
-    accs = [c["valid_acc"] for c in derived["top"]]
-    assert accs == sorted(accs, reverse=True) and derived["top"][0]["enas_string"] == result["best_arch"]
+    losses = [c["valid_loss"] for c in derived["top"]]  # derive.score=loss by default
+    assert losses == sorted(losses) and derived["top"][0]["enas_string"] == result["best_arch"]
 
 
 def test_resumed_search_equals_uninterrupted_search(smoke, tmp_path):
@@ -58,11 +63,41 @@ def test_derive_mode_loads_a_saved_run(smoke, tmp_path):
     search_cfg, resolved = smoke("trainer.epochs=1", name="search")
     run_search(search_cfg, resolved)
     derive_cfg, resolved = smoke("mode=derive", f"load_from={tmp_path / 'search'}", "derive.num_samples=3",
-                                 name="derive")
+                                 "derive.prefilter=null", name="derive")
     result = run_derive(derive_cfg, resolved)
     derived = json.loads((tmp_path / "derive" / "derived.json").read_text())
     assert derived["num_scored"] <= 4 and any(c["source"] == "most_likely" for c in derived["top"])
     assert MicroArch.load(tmp_path / "derive" / "best_arch.json").to_enas_string() == result["best_arch"]
+
+
+@pytest.mark.parametrize("score", ["acc", "loss"])
+def test_derive_ranks_by_the_configured_score_and_records_both(smoke, tmp_path, score):
+    search_cfg, resolved = smoke("search_space=nb201", "trainer.strategy=random", "trainer.epochs=1", name="search")
+    run_search(search_cfg, resolved)
+    derive_cfg, resolved = smoke("search_space=nb201", "trainer.strategy=random", "mode=derive", f"derive.score={score}",
+                                 f"load_from={tmp_path / 'search'}", "derive.num_samples=8", "derive.prefilter=null",
+                                 name=score)
+    run_derive(derive_cfg, resolved)
+    top = json.loads((tmp_path / score / "derived.json").read_text())["top"]
+    accs, losses = [c["valid_acc"] for c in top], [c["valid_loss"] for c in top]
+    assert len(top) >= 5 and all(0 < loss < 10 for loss in losses)
+    assert (accs == sorted(accs, reverse=True)) if score == "acc" else (losses == sorted(losses))
+    best = json.loads((tmp_path / score / "best_arch.json").read_text())
+    assert (best["valid_acc"], best["valid_loss"]) == (accs[0], losses[0])
+
+
+def test_split_scores_are_the_accuracy_and_mean_cross_entropy_of_the_child():
+    torch.manual_seed(0)
+    space = Nb201Space(channels=4, cells_per_stage=1)
+    net, arch = space.supernet(), space.sample_uniform(torch.Generator().manual_seed(1))
+    split = Split(torch.randint(0, 256, (10, 3, 8, 8), dtype=torch.uint8), torch.randint(10, (10,)))
+    mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+    acc, loss = split_scores(net, arch, split, mean, std, batch_size=4, memory_format=torch.contiguous_format)
+    net.eval()
+    with torch.no_grad():
+        logits = torch.cat([net(normalise(split.x[i:i + 4], mean, std), arch)[0] for i in (0, 4, 8)])
+    assert torch.allclose(loss, F.cross_entropy(logits, split.y), atol=1e-5)
+    assert torch.allclose(acc, (logits.argmax(1) == split.y).float().mean())
 
 
 def test_random_search_strategy_runs_without_controller(smoke, tmp_path):
