@@ -22,7 +22,7 @@ from torch import nn
 from enas.config import DeriveConfig
 from enas.data import Dataset
 from enas.files import write_json_atomic
-from enas.judges import split_scores
+from enas.judges import supernet_scores
 from enas.naswot import score_json
 
 log = logging.getLogger(__name__)
@@ -77,8 +77,8 @@ def derive(net: nn.Module, sampler, data: Dataset, cfg: DeriveConfig, memory_for
         pool, dropped, prefilter_scores = prefilter_pool(pool, prefilter, cfg.prefilter_top_k, cfg.prefilter)
     log.info("scoring %d candidate architectures on %d validation images", len(pool),
              min(len(data.valid), cfg.max_valid_images or len(data.valid)))
-    scores = torch.stack([split_scores(net, arch, data.valid, data.mean, data.std, cfg.batch_size, memory_format,
-                                       cfg.max_valid_images) for arch, _ in pool]).tolist()
+    scores = supernet_scores(net, [arch for arch, _ in pool], data.valid, data.mean, data.std, cfg.batch_size,
+                             memory_format, cfg.max_valid_images)
     pre = lambda arch: prefilter_scores.get(arch.to_enas_string())  # noqa: E731
     scored = [Candidate(arch, acc, source, pre(arch), loss) for (arch, source), (acc, loss) in zip(pool, scores)]
     return (sorted(scored, key=lambda c: -c.score(cfg.score))

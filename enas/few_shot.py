@@ -49,9 +49,9 @@ class FewShotSupernet(nn.Module):
         """Copy the one-shot weights (and, given the optimiser, their momentum buffers) into every other part."""
         if self.is_split:
             raise RuntimeError("the few-shot supernet is already split")
-        source = list(self.parts[0].parameters())
+        source, one_shot = list(self.parts[0].parameters()), self.parts[0].state_dict()
         for part in self.parts[1:]:
-            part.load_state_dict(self.parts[0].state_dict())
+            part.load_state_dict(one_shot)
             if optimizer is not None:
                 for p, q in zip(source, part.parameters()):
                     if p in optimizer.state:

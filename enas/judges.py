@@ -51,6 +51,13 @@ def split_scores(net: nn.Module, arch, split: Split, mean, std, batch_size: int,
     return _evaluate(net, lambda x: net(x, arch)[0], split, mean, std, batch_size, memory_format, max_images)
 
 
+def supernet_scores(net: nn.Module, archs: Sequence, split: Split, mean, std, batch_size: int,
+                    memory_format=torch.channels_last, max_images: int | None = None) -> list[list[float]]:
+    """[accuracy, mean cross-entropy] of each architecture over the split (split_scores), one host sync for all."""
+    return torch.stack([split_scores(net, arch, split, mean, std, batch_size, memory_format, max_images)
+                        for arch in archs]).tolist()
+
+
 def network_accuracy(net: nn.Module, split: Split, mean, std, batch_size: int,
                      memory_format=torch.channels_last) -> torch.Tensor:
     """A fixed network's accuracy over a whole split, in eval mode (BN running statistics, no dropout)."""

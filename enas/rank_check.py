@@ -23,7 +23,7 @@ from enas.config import Config
 from enas.data import Dataset
 from enas.derive import Candidate, kendall_tau
 from enas.files import write_json_atomic
-from enas.judges import split_scores
+from enas.judges import supernet_scores
 from enas.networks import arch_from_json, build_network
 from enas.retrain import RetrainLoop, short_recipe
 from enas.tracking import Tracker
@@ -160,5 +160,4 @@ def _shared_weight_scores(cfg: Config, data: Dataset, space, archs: list) -> lis
     net.load_state_dict(state["net"])
     memory_format = torch.channels_last if cfg.trainer.channels_last else torch.contiguous_format
     net.to(memory_format=memory_format)
-    return torch.stack([split_scores(net, arch, data.valid, data.mean, data.std, cfg.derive.batch_size, memory_format)
-                        for arch in archs]).tolist()
+    return supernet_scores(net, archs, data.valid, data.mean, data.std, cfg.derive.batch_size, memory_format)

@@ -48,13 +48,15 @@ class ParamsJudge:
         return results
 
 
+def score_judge(name: str, cfg: Config, data: Dataset):
+    """The training-free judge `name`: "naswot" (NASWOT at the search skeleton) or "params" (the parameter count
+    there)."""
+    return naswot_judge(cfg, data) if name == "naswot" else ParamsJudge(lambda arch: skeleton_params(cfg, data, arch))
+
+
 def prefilter_judge(cfg: Config, data: Dataset):
-    """derive.prefilter's judge: NASWOT at the search skeleton, or the parameter count there; None when off."""
-    if cfg.derive.prefilter == "naswot":
-        return naswot_judge(cfg, data)
-    if cfg.derive.prefilter == "params":
-        return ParamsJudge(lambda arch: skeleton_params(cfg, data, arch))
-    return None
+    """derive.prefilter's judge, None when off."""
+    return score_judge(cfg.derive.prefilter, cfg, data) if cfg.derive.prefilter else None
 
 
 def run_training_free(cfg: Config, resolved_config: dict) -> dict:
@@ -65,8 +67,7 @@ def run_training_free(cfg: Config, resolved_config: dict) -> dict:
     data = build_dataset(cfg.data, device)
     describe = benchmark_lookup(cfg)
     sampler = build_sampler(cfg, build_space(cfg, data), device)
-    judge = naswot_judge(cfg, data) if strategy == "naswot" else \
-        ParamsJudge(lambda arch: skeleton_params(cfg, data, arch))
+    judge = score_judge("naswot" if strategy == "naswot" else "params", cfg, data)  # random_pick: counted only
     tracker = Tracker(run_dir, cfg.logger, resolved_config)
     try:
         archs, _ = sampler.sample(1 if strategy == "random_pick" else cfg.naswot.num_samples)
