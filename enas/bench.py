@@ -93,7 +93,8 @@ def run_bench(cfg: Config, resolved_config: dict) -> dict:
             record = loop.run(1)
             tracker.finish()
             figures.update({k.replace("time/", "epoch_"): v for k, v in record.items() if k.startswith("time/")})
-            figures["epoch_total_s"] = sum(v for k, v in record.items() if k.startswith("time/") and k.endswith("_s"))
+            figures["epoch_total_s"] = sum(v for k, v in record.items()  # phases only, not images_per_s
+                                           if k.startswith("time/") and k.endswith("_s") and not k.endswith("per_s"))
         progress.update(task, advance=1)
     figures["peak_memory_mib"] = _peak_memory_mib(device)
     report = {"figures": figures, "environment": _environment(device), "config": {

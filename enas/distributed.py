@@ -152,7 +152,7 @@ def broadcast_tensors(tensors: Sequence[torch.Tensor], world: World) -> None:
 class UsedGradSync:
     """`grad_sync: allreduce_used`: after backward, one all-reduce of the gradients this step produced (an autograd
     hook marks each), divided by W as DDP divides. Every rank runs the same architecture, so the flattened buffers
-    line up; unsampled parameters keep their gradient (None, or zeros with `decay_unsampled`) as on one process."""
+    line up; unsampled parameters keep no gradient, as on one process."""
 
     def __init__(self, net: nn.Module, world: World):
         self.world = world

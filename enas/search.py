@@ -30,7 +30,7 @@ from enas.diagnostics import collapse_warning, policy_diagnostics, sample_diagno
 from enas.distributed import SINGLE, World
 from enas.interrupt import StopSignals
 from enas.judges import split_accuracy
-from enas.optim import sgd_with_restarts
+from enas.optim import LazyDecaySGD, sgd_with_restarts
 from enas.progress import EpochMeter, ProgressBars
 from enas.samplers import UniformSampler
 from enas.tracking import Tracker
@@ -46,16 +46,15 @@ class ControllerSchedule:
 
 
 def build_shared_optimizer(net: nn.Module, cfg: SearchTrainerConfig):
-    """SGD Nesterov + SGDR stepped once per epoch. With `decay_unsampled` every shared weight holds a zero
-    gradient from the start and keeps it (zero_grad(set_to_none=False)), so weight decay and momentum reach
-    unsampled ops every step, as TF's dense gradients do (§1.2); off, unsampled weights are left untouched."""
-    # the fused kernel is one pass over every weight (2.7x faster than foreach here), but it needs a gradient for
-    # every parameter, which only the faithful mode guarantees
+    """SGD Nesterov + SGDR stepped once per epoch. With `decay_unsampled` weight decay and momentum reach the
+    weights off the sampled path every step, as TF's dense gradients do (§1.2), through `LazyDecaySGD`: exact, yet
+    a step updates only the sampled weights, and a module's weights catch up when it is called. Off, unsampled
+    weights are left untouched (PyTorch skips parameters without gradients)."""
+    # the fused kernel needs every momentum buffer to exist: LazyDecaySGD creates them all up front
     kernel = {"fused": True} if cfg.decay_unsampled else {"foreach": True}
-    optimizer, scheduler = sgd_with_restarts(net.parameters(), cfg, **kernel)
+    optimizer, scheduler = sgd_with_restarts(net.parameters(), cfg, lazy_decay=cfg.decay_unsampled, **kernel)
     if cfg.decay_unsampled:
-        for p in net.parameters():
-            p.grad = torch.zeros_like(p)
+        optimizer.watch(net)  # each module's weights are caught up as a child's forward pass calls it
     return optimizer, scheduler
 
 
@@ -148,7 +147,7 @@ class SearchLoop(CheckpointedLoop):
             loss = F.cross_entropy(logits, y)
             if aux_logits is not None:
                 loss = loss + self.aux_weight * F.cross_entropy(aux_logits, y)
-        self.optimizer.zero_grad(set_to_none=not self.cfg.decay_unsampled)
+        self.optimizer.zero_grad()
         loss.backward()
         self.sync_grads()
         self.optimizer.step()
@@ -174,6 +173,8 @@ class SearchLoop(CheckpointedLoop):
             meter.update(*self.shared_step(idx, arch), idx.numel() // self.world.size)
             self.step_done(meter, **{name: sampler_state})
         self.epoch_step = 0
+        if isinstance(self.optimizer, LazyDecaySGD):  # last.pt then holds current weights, readable by anyone
+            self.optimizer.catch_up()
         self.world.average_buffers(self.net)
         return {**meter.result(), **diagnostics}
 

@@ -18,6 +18,8 @@ def test_bench_small_reports_every_phase(tmp_path, capsys):
         assert figures[key] > 0, key
     assert abs(figures["shared_images_per_s"] * figures["shared_step_ms_median"] / 1000
                - config.trainer.batch_size) < 1e-6
+    phases = ("epoch_shared_s", "epoch_controller_s", "epoch_valid_s", "epoch_checkpoint_s")
+    assert abs(figures["epoch_total_s"] - sum(figures[k] for k in phases)) < 1e-9
     assert json.loads((tmp_path / "bench.json").read_text())["figures"] == figures
     assert report["environment"]["torch"] and report["config"]["channels"] == 8
     assert "shared_images_per_s" in capsys.readouterr().out

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from enas.ops import FactorizedReduce, batch_norm, he_init_, pool
+from enas.ops import DepthwiseConv2d, FactorizedReduce, batch_norm, he_init_, pool
 from enas.spaces.base import ArchError
 from enas.spaces.macro_arch import OPS, MacroArch, reduction_layers
 
@@ -36,7 +36,7 @@ def kxk_conv(channels: int, kernel: int, separable: bool) -> nn.Sequential:
         conv = nn.Conv2d(channels, channels, kernel, padding=kernel // 2, bias=False)
         he_init_(conv.weight, kernel * kernel * channels)
         return nn.Sequential(conv)
-    depthwise = nn.Conv2d(channels, channels, kernel, padding=kernel // 2, groups=channels, bias=False)
+    depthwise = DepthwiseConv2d(channels, kernel)
     pointwise = nn.Conv2d(channels, channels, 1, bias=False)
     he_init_(depthwise.weight, kernel * kernel * channels)
     he_init_(pointwise.weight, channels)
@@ -49,6 +49,8 @@ def op_kernel(op: str) -> int:
 
 class SearchBranch(nn.Module):
     """One op of one search layer: 1x1 conv-BN-ReLU, then kxk (separable) conv-BN-ReLU or a 3x3 pool."""
+
+    reads_all_weights = True  # a pool branch has no `out`
 
     def __init__(self, op: str, channels: int):
         super().__init__()
