@@ -102,22 +102,22 @@ class LazyDecaySGD(torch.optim.SGD):
 
     @torch.no_grad()
     def step(self, closure=None):
+        stepped = []  # per group: the weights with a gradient, which this step brings up to date
         for group in self.param_groups:
             if group["lr"] != group["lazy_rate"]:  # the deferred steps ran at the old rate
                 self.catch_up(group["params"])
                 group["lazy_rate"] = group["lr"]
-            stale = [tuple(p.shape) for p in group["params"]
-                     if p.grad is not None and self.state[p]["lazy_step"] != group["lazy_steps"]]
+            stepped.append([p for p in group["params"] if p.grad is not None])
+            stale = [tuple(p.shape) for p in stepped[-1] if self.state[p]["lazy_step"] != group["lazy_steps"]]
             if stale:
                 raise RuntimeError(f"{len(stale)} weights (shapes {stale[:3]}...) have a gradient but were read "
                                    "before they were caught up: read them through their module's call after "
                                    "LazyDecaySGD.watch(net), or call catch_up() before the forward pass")
         loss = super().step(closure)
-        for group in self.param_groups:
+        for group, params in zip(self.param_groups, stepped):
             group["lazy_steps"] += 1
-            for p in group["params"]:
-                if p.grad is not None:
-                    self.state[p]["lazy_step"] = group["lazy_steps"]
+            for p in params:
+                self.state[p]["lazy_step"] = group["lazy_steps"]
         return loss
 
     @torch.no_grad()
@@ -155,14 +155,15 @@ class LazyDecaySGD(torch.optim.SGD):
         torch._foreach_copy_(weights, new_weights)
 
 
-def catch_up_checkpoint(net: torch.nn.Module, optimizer_state: dict) -> None:
-    """Load-side `catch_up` for a saved search: `net` holds the checkpoint's weights; if its optimiser was a
-    `LazyDecaySGD` saved between catch-ups (an interrupted epoch), bring the deferred weights up to date."""
-    groups = optimizer_state.get("param_groups", [])
+def load_search_weights(net: torch.nn.Module, state: dict) -> None:
+    """A search checkpoint's shared weights into `net`, up to date: if its optimiser was a `LazyDecaySGD` saved
+    between catch-ups (an interrupted epoch), the deferred decay is applied (derive and rank_check read them)."""
+    net.load_state_dict(state["net"])
+    groups = state["optimizer"].get("param_groups", [])
     if not groups or "lazy_steps" not in groups[0]:
         return
     group = groups[0]
     optimizer = LazyDecaySGD(net.parameters(), lr=group["lazy_rate"], momentum=group["momentum"],
                              weight_decay=group["weight_decay"], nesterov=group["nesterov"])
-    optimizer.load_state_dict(copy.deepcopy(optimizer_state))  # the catch-up writes into the momentum buffers
+    optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))  # the catch-up writes into the momentum buffers
     optimizer.catch_up()

@@ -26,7 +26,7 @@ from enas.distributed import SINGLE, World
 from enas.judges import network_accuracy
 from enas.nas_rl import run_nas_rl
 from enas.networks import build_network, load_arch, load_network, save_network, space_of
-from enas.optim import catch_up_checkpoint
+from enas.optim import load_search_weights
 from enas.progress import ProgressBars
 from enas.rank_check import proxy_result, rank_check
 from enas.report import build_report
@@ -79,8 +79,7 @@ def run_derive(cfg: Config, resolved_config: dict) -> dict:
     describe = benchmark_lookup(cfg)
     data, _, net, sampler = build_components(cfg)
     state = load_checkpoint(source, data.train.x.device)
-    net.load_state_dict(state["net"])
-    catch_up_checkpoint(net, state["optimizer"])  # an interrupted epoch leaves decay pending
+    load_search_weights(net, state)
     sampler.load_state_dict(state["sampler"])
     run_dir = Path(cfg.paths.output_dir)
     tracker = Tracker(run_dir, cfg.logger, resolved_config)

@@ -25,7 +25,7 @@ from enas.derive import Candidate, kendall_tau
 from enas.files import write_json_atomic
 from enas.judges import supernet_scores
 from enas.networks import arch_from_json, build_network
-from enas.optim import catch_up_checkpoint
+from enas.optim import load_search_weights
 from enas.retrain import RetrainLoop, short_recipe
 from enas.tracking import Tracker
 
@@ -158,8 +158,7 @@ def _shared_weight_scores(cfg: Config, data: Dataset, space, archs: list) -> lis
     source = Path(cfg.load_from)
     state = load_checkpoint(source / CHECKPOINT_NAME if source.is_dir() else source, data.train.x.device)
     net = build_supernet(cfg, space).to(data.train.x.device)
-    net.load_state_dict(state["net"])
-    catch_up_checkpoint(net, state["optimizer"])  # an interrupted epoch leaves decay pending
+    load_search_weights(net, state)
     memory_format = torch.channels_last if cfg.trainer.channels_last else torch.contiguous_format
     net.to(memory_format=memory_format)
     return supernet_scores(net, archs, data.valid, data.mean, data.std, cfg.derive.batch_size, memory_format)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from enas.optim import LazyDecaySGD, catch_up_checkpoint
+from enas.optim import LazyDecaySGD, load_search_weights
 
 SETTINGS = [dict(momentum=0.9, nesterov=True, weight_decay=5e-4), dict(momentum=0.9, nesterov=False, weight_decay=5e-4),
             dict(momentum=0.0, nesterov=False, weight_decay=5e-4), dict(momentum=0.9, nesterov=True, weight_decay=0.0)]
@@ -102,8 +102,7 @@ def test_a_checkpoint_between_catch_ups_resumes_bit_for_bit_and_loads_caught_up(
 
     # a reader of the checkpoint alone (derive, rank_check) gets the weights caught up
     reader = Branches().double()
-    reader.load_state_dict(state["net"])
-    catch_up_checkpoint(reader, state["optimizer"])
+    load_search_weights(reader, state)
     saved = Branches().double()
     saved.load_state_dict(state["net"])
     saved_optimizer = LazyDecaySGD(saved.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
@@ -121,8 +120,9 @@ def test_settings_whose_steps_it_cannot_defer_are_refused_by_name():
         LazyDecaySGD(Branches().parameters(), lr=0.1, momentum=0.9, dampening=0.5)
 
 
-def test_catch_up_checkpoint_leaves_a_plain_sgd_checkpoint_alone():
+def test_loading_a_plain_sgd_checkpoint_leaves_its_weights_alone():
     net = Branches()
     before = [p.detach().clone() for p in net.parameters()]
-    catch_up_checkpoint(net, torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9).state_dict())
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    load_search_weights(net, {"net": net.state_dict(), "optimizer": optimizer.state_dict()})
     assert all(torch.equal(p, q) for p, q in zip(net.parameters(), before))
