@@ -122,6 +122,8 @@ class SearchTrainerConfig:
     bf16: bool = False
     collapse_entropy: float = 0.3  # warn when op decisions keep less than this share of their maximum entropy
     warmup_epochs: int = 0  # the first epochs train the shared weights on uniform architectures, no controller
+    shared_sampling: str = "policy"  # the shared pass trains the sampler's archs (policy) or uniform ones (uniform)
+    reward: str = "acc"  # a rewarded child's score on its validation minibatch: acc | loss (exp(-cross-entropy))
     few_shot_epoch: int = 0  # > 0: at this epoch the supernet splits into one copy per first op choice (few_shot)
 
 

@@ -68,6 +68,7 @@ def collapse_warning(record: dict, entropy_threshold: float) -> str | None:
         return None
     return (f"the controller has collapsed: its op decisions keep {entropy:.0%} of their maximum entropy and "
             f"{free:.0%} of the ops it picks have no parameters (skips, pools, none). Such cells train fastest "
-            "with shared weights but rarely win when trained alone; expect a poor architecture. Consider a uniform "
-            "warm-up of the shared weights, a larger controller.entropy_weight or tanh constant, or compare with "
-            "trainer.strategy=random.")
+            "with shared weights but rarely win when trained alone; expect a poor architecture. Consider "
+            "trainer.shared_sampling=uniform (the shared weights then train on uniform architectures and the "
+            "controller cannot train its own picks up), a larger controller.entropy_weight or tanh constant, or "
+            "compare with trainer.strategy=random.")

@@ -72,18 +72,19 @@ class World:
         return sampler if self.size == 1 else BroadcastSampler(sampler, self)
 
     def rewards(self, net: nn.Module, archs: Sequence, next_batch: Callable, skip_batch: Callable,
-                dropout: bool) -> torch.Tensor:
+                dropout: bool, score: str = "acc") -> torch.Tensor:
         """One reward per architecture [K], each on the next minibatch of the validation stream, as
         `judges.shared_weight_rewards` gives on one process; with W ranks each scores every W-th architecture and
         only moves the stream past the others' minibatches (`skip_batch`)."""
         if self.size == 1:
-            return shared_weight_rewards(net, archs, next_batch, dropout=dropout)
+            return shared_weight_rewards(net, archs, next_batch, dropout=dropout, score=score)
         mine = archs[self.rank::self.size]
         batches = [next_batch() if k % self.size == self.rank else skip_batch() for k in range(len(archs))]
         rewards = torch.zeros(len(archs), device=self.device)
         if mine:
             own = iter(batches[self.rank::self.size])
-            rewards[self.rank::self.size] = shared_weight_rewards(net, mine, lambda: next(own), dropout=dropout)
+            rewards[self.rank::self.size] = shared_weight_rewards(net, mine, lambda: next(own), dropout=dropout,
+                                                                  score=score)
         dist.all_reduce(rewards)  # each entry is non-zero on one rank only: the sum is exact
         return rewards
 

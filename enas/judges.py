@@ -25,13 +25,25 @@ def batch_accuracy(net: nn.Module, arch, x: torch.Tensor, y: torch.Tensor) -> to
 
 
 @torch.no_grad()
+def batch_likelihood(net: nn.Module, arch, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """exp(-mean cross-entropy) of the child on `x`: the geometric mean of the probability it gives the right
+    class. In (0, 1] like an accuracy (so an EMA baseline started at 0 treats it alike), ranked as the loss."""
+    logits, _ = net(x, arch)
+    return torch.exp(-F.cross_entropy(logits.float(), y))
+
+
+BATCH_SCORES = {"acc": batch_accuracy, "loss": batch_likelihood}
+
+
+@torch.no_grad()
 def shared_weight_rewards(net: nn.Module, archs: Sequence, next_batch: Callable[[], Batch],
-                          dropout: bool = True) -> torch.Tensor:
-    """One reward per architecture, each on the next validation minibatch of the stream: tensor [K]."""
+                          dropout: bool = True, score: str = "acc") -> torch.Tensor:
+    """One reward per architecture, each on the next validation minibatch of the stream: tensor [K]. score: "acc"
+    (ENAS) or "loss" (exp(-cross-entropy): every image's confidence counts, so it ties less on small batches)."""
     was_training = net.training
     net.train(dropout)
     try:
-        return torch.stack([batch_accuracy(net, arch, *next_batch()) for arch in archs])
+        return torch.stack([BATCH_SCORES[score](net, arch, *next_batch()) for arch in archs])
     finally:
         net.train(was_training)
 

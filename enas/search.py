@@ -69,7 +69,7 @@ class SearchLoop(CheckpointedLoop):
         world: this process's rank among the processes of one data-parallel search (SINGLE: alone)."""
         self.net, self.data, self.cfg, self.schedule, self.world = net, data, cfg, schedule, world
         self.sampler = world.share_sampler(sampler)
-        if cfg.warmup_epochs:  # the first epochs train the shared weights on uniform architectures only
+        if cfg.warmup_epochs or cfg.shared_sampling == "uniform":  # shared passes on uniform architectures
             self.warmup_sampler = world.share_sampler(
                 UniformSampler(sampler.space, torch.Generator(data.train.x.device).manual_seed(seed + 5)))
             self.stateful = (*self.stateful, "warmup_sampler")
@@ -115,6 +115,8 @@ class SearchLoop(CheckpointedLoop):
             if self.schedule.num_updates > 0 and self.sampler.learns_from_rewards and not self.warming_up:
                 with _timer(timings, "time/controller_s", self.device):
                     metrics.update(self.train_sampler())
+                if self.cfg.shared_sampling == "uniform":  # what the policy picks: its rewarded architectures
+                    metrics.update(sample_diagnostics(self.sampler.space, self._sampled[0]))
                 metrics.update(policy_diagnostics(self.sampler.space, self.sampler.most_likely()))
             if (self.epoch + 1) % self.cfg.eval_every_epochs == 0 or self.epoch + 1 == epochs:
                 with _timer(timings, "time/valid_s", self.device):
@@ -159,8 +161,12 @@ class SearchLoop(CheckpointedLoop):
         return self.epoch < self.cfg.warmup_epochs
 
     def train_shared(self) -> dict:
+        """One pass over the training split, a fresh architecture per minibatch: the sampler's, or uniform ones
+        while warming up and throughout with trainer.shared_sampling=uniform (then the controller never chooses
+        which weights train, only learns from their rewards: its picks cannot make themselves score better)."""
         self.net.train()
-        sampler, name = (self.warmup_sampler, "warmup_sampler") if self.warming_up else (self.sampler, "sampler")
+        uniform = self.warming_up or self.cfg.shared_sampling == "uniform"
+        sampler, name = (self.warmup_sampler, "warmup_sampler") if uniform else (self.sampler, "sampler")
         # the state the epoch's architectures are drawn from: an interrupted pass saves it, so that its resumed
         # run draws the same architectures again (the policy does not change during this phase)
         sampler_state = copy.deepcopy(sampler.state_dict())
@@ -190,7 +196,7 @@ class SearchLoop(CheckpointedLoop):
             archs, rollout = self.sampler.sample(self.schedule.num_aggregate, with_grad=True)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
                 rewards = self.world.rewards(self.net, archs, self._valid_batch, self.valid_batches.next_batch,
-                                             dropout=self.cfg.reward_dropout)
+                                             dropout=self.cfg.reward_dropout, score=self.cfg.reward)
             for key, value in self.sampler.update(rollout, rewards).items():
                 totals[key] = totals.get(key, 0) + value
             sampled += archs

@@ -11,6 +11,8 @@ DERIVE_SCORES = ("acc", "loss")  # what derive ranks candidates by (enas.derive.
 STRATEGIES = ("enas", "random", "naswot", "params", "random_pick", "nas_rl")
 NAS_RL_REWARDS, NAS_RL_SHAPINGS = ("train", "benchmark"), ("zoph",)
 PREFILTERS = ("naswot", "params")
+REWARD_SCORES = ("acc", "loss")  # a rewarded child's score (enas.judges.shared_weight_rewards)
+SHARED_SAMPLING = ("policy", "uniform")  # which architectures the shared pass trains (enas.search)
 GRAD_SYNCS = ("ddp", "allreduce_used")
 
 
@@ -62,6 +64,10 @@ def validate(cfg: Config) -> None:
          f"proxy_epochs={cfg.derive.proxy_epochs}; need rank_check_k >= 0 (0: off), rank_check_epochs >= 1 and "
          "proxy_epochs >= 0 (0: off)"),
         (0 <= cfg.trainer.warmup_epochs, f"trainer.warmup_epochs={cfg.trainer.warmup_epochs}; must be >= 0 (0: off)"),
+        (cfg.trainer.shared_sampling in SHARED_SAMPLING,
+         f"trainer.shared_sampling={cfg.trainer.shared_sampling!r}; allowed {', '.join(SHARED_SAMPLING)}"),
+        (cfg.trainer.reward in REWARD_SCORES,
+         f"trainer.reward={cfg.trainer.reward!r}; allowed {', '.join(REWARD_SCORES)}"),
         (0 <= cfg.trainer.few_shot_epoch < max(cfg.trainer.epochs, 1),
          f"trainer.few_shot_epoch={cfg.trainer.few_shot_epoch}; allowed 0 (off) or an epoch before trainer.epochs="
          f"{cfg.trainer.epochs}, when the supernet splits"),

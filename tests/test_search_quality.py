@@ -15,6 +15,7 @@ from enas.config import ControllerConfig
 from enas.controller import Controller
 from enas.diagnostics import collapse_warning, policy_diagnostics, sample_diagnostics
 from enas.interrupt import RunInterrupted
+from enas.judges import shared_weight_rewards
 from enas.networks import build_network
 from enas.pipeline import run_report, run_search, run_train
 from enas.rank_check import run_rank_check
@@ -250,3 +251,55 @@ def test_a_run_stopped_during_warmup_resumes_exactly(smoke, tmp_path, monkeypatc
     monkeypatch.undo()
     run_search(*smoke(*warm, name="part"))
     assert_same_run(tmp_path / "full", tmp_path / "part")
+
+
+# --- shared weights trained on uniform architectures throughout; the loss as the reward ------------------------
+def _trained_weights(run_dir) -> dict[str, torch.Tensor]:
+    state = torch.load(run_dir / "last.pt", weights_only=True)
+    return {k: v for k, v in state["net"].items() if "running_" not in k and "num_batches" not in k}
+
+
+@pytest.mark.parametrize("sampling, controller_decides", [("uniform", False), ("policy", True)])
+def test_uniform_shared_sampling_keeps_the_controller_out_of_the_shared_weights(smoke, tmp_path, sampling,
+                                                                                 controller_decides):
+    """With shared_sampling=uniform two runs whose controllers differ (sharp and fast vs flat and slow) train the
+    same shared weights; with the ENAS default (policy) the controller's picks decide which weights train."""
+    controllers = {"flat": ("controller.temperature=5",), "sharp": ("controller.temperature=1", "controller.lr=0.5")}
+    for name, overrides in controllers.items():
+        cfg, resolved = smoke(*NB201, f"trainer.shared_sampling={sampling}", *overrides, "controller.num_updates=3",
+                              "derive.prefilter=null", "derive.num_samples=2", "deterministic=true", name=name)
+        run_search(cfg, resolved)
+    flat, sharp = _trained_weights(tmp_path / "flat"), _trained_weights(tmp_path / "sharp")
+    assert all(torch.equal(flat[k], sharp[k]) for k in flat) != controller_decides
+    records = [json.loads(line) for line in (tmp_path / "sharp" / "metrics.jsonl").read_text().splitlines()]
+    # with uniform shared passes the diagnostics describe the controller's picks (its 3 x 4 rewarded
+    # architectures), not the uniform ones; with policy passes, the shared pass's own architectures
+    rewarded, steps = 3 * cfg.controller.num_aggregate, cfg.data.num_train // cfg.trainer.batch_size
+    assert rewarded != steps
+    assert records[-1]["diag/num_sampled"] == (rewarded if sampling == "uniform" else steps)
+
+
+def test_loss_reward_is_the_geometric_mean_probability_of_the_right_class(smoke, tmp_path):
+    cfg, _ = smoke(*NB201)
+    data, space, net, _ = build_components(cfg)
+    archs = [space.sample_uniform(torch.Generator().manual_seed(s)) for s in range(3)]
+    x, y = data.valid.x[:16].float() / 255, data.valid.y[:16]
+    rewards = shared_weight_rewards(net, archs, lambda: (x, y), score="loss")
+    with torch.no_grad():
+        expected = [torch.exp(-torch.nn.functional.cross_entropy(net(x, a)[0], y)) for a in archs]
+    assert torch.allclose(rewards, torch.stack(expected), atol=1e-6)
+    assert ((0 < rewards) & (rewards <= 1)).all()  # an accuracy-like scale for the EMA baseline
+    accuracy = shared_weight_rewards(net, archs, lambda: (x, y), score="acc")
+    assert torch.allclose(accuracy * 16, (accuracy * 16).round())  # the default stays the accuracy
+
+
+def test_a_search_with_the_loss_reward_feeds_the_controller_likelihoods(smoke, tmp_path):
+    cfg, resolved = smoke(*NB201, "trainer.reward=loss", "trainer.epochs=1", "derive.prefilter=null",
+                          "derive.num_samples=2")
+    run_search(cfg, resolved)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "sampled_archs.jsonl").read_text().splitlines()]
+    rewards = torch.tensor([row["reward"] for row in rows])
+    assert len(rewards) == cfg.controller.num_updates * cfg.controller.num_aggregate
+    assert ((0 < rewards) & (rewards < 1)).all()
+    per_image = rewards * cfg.trainer.batch_size  # an accuracy on one minibatch would be a whole number of images
+    assert not torch.allclose(per_image, per_image.round(), atol=1e-3)
