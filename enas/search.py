@@ -115,7 +115,7 @@ class SearchLoop(CheckpointedLoop):
             if self.schedule.num_updates > 0 and self.sampler.learns_from_rewards and not self.warming_up:
                 with _timer(timings, "time/controller_s", self.device):
                     metrics.update(self.train_sampler())
-                if self.cfg.shared_sampling == "uniform":  # what the policy picks: its rewarded architectures
+                if self.uniform_shared_pass:  # what the policy picks: its rewarded architectures
                     metrics.update(sample_diagnostics(self.sampler.space, self._sampled[0]))
                 metrics.update(policy_diagnostics(self.sampler.space, self.sampler.most_likely()))
             if (self.epoch + 1) % self.cfg.eval_every_epochs == 0 or self.epoch + 1 == epochs:
@@ -160,12 +160,18 @@ class SearchLoop(CheckpointedLoop):
         """In the first trainer.warmup_epochs epochs: uniform architectures in the shared pass, no sampler phase."""
         return self.epoch < self.cfg.warmup_epochs
 
+    @property
+    def uniform_shared_pass(self) -> bool:
+        """The shared pass trains uniform architectures: while warming up, and throughout with
+        trainer.shared_sampling=uniform (then the controller never chooses which weights train, only learns from
+        their rewards: its picks cannot make themselves score better)."""
+        return self.warming_up or self.cfg.shared_sampling == "uniform"
+
     def train_shared(self) -> dict:
         """One pass over the training split, a fresh architecture per minibatch: the sampler's, or uniform ones
-        while warming up and throughout with trainer.shared_sampling=uniform (then the controller never chooses
-        which weights train, only learns from their rewards: its picks cannot make themselves score better)."""
+        (uniform_shared_pass)."""
         self.net.train()
-        uniform = self.warming_up or self.cfg.shared_sampling == "uniform"
+        uniform = self.uniform_shared_pass
         sampler, name = (self.warmup_sampler, "warmup_sampler") if uniform else (self.sampler, "sampler")
         # the state the epoch's architectures are drawn from: an interrupted pass saves it, so that its resumed
         # run draws the same architectures again (the policy does not change during this phase)
