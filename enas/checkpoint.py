@@ -15,6 +15,7 @@ import torch
 
 from enas.files import save_torch_atomic
 from enas.interrupt import RunInterrupted, StopSignals
+from enas.tensor_pool import pack, unpack
 
 log = logging.getLogger(__name__)
 CHECKPOINT_NAME = "last.pt"
@@ -34,7 +35,8 @@ def set_global_rng_state(state: dict) -> None:
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
-    save_torch_atomic(path, {**state, "rng": global_rng_state()})
+    """`state` plus the global RNG states, its tensors packed into one pool per dtype (enas.tensor_pool)."""
+    save_torch_atomic(path, pack({**state, "rng": global_rng_state()}))
 
 
 class CheckpointedLoop:
@@ -99,6 +101,6 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dic
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist; a search run writes {CHECKPOINT_NAME} "
                                 "into its run directory at the end of every epoch")
-    state = torch.load(path, map_location=device, weights_only=True)
+    state = unpack(torch.load(path, map_location=device, weights_only=True))
     log.info("loaded checkpoint %s (epoch %d)", path, state.get("epoch", -1))
     return state

@@ -48,9 +48,15 @@ def conv_bn(c_in: int, c_out: int, kernel: int, track_running_stats: bool, relu_
 
 
 class _SplitBackwardDepthwiseConv(torch.autograd.Function):
-    """Depthwise kxk conv, stride 1, "same" padding, whose backward asks oneDNN for the input gradient and the
-    weight gradient in two calls: its joint backward is slower than the two (5x5 at 32x32x16, batch 64, on this
-    project's 2-core CPU: 4.1 ms against 0.3 + 2.3 ms; 3x3: 0.30 against 0.27 ms). The same maths and kernels."""
+    """Depthwise kxk conv, stride 1, "same" padding, whose backward avoids oneDNN's slow depthwise kernels on CPU.
+
+    Measured on this project's 2-core CPU, channels last, 32x32x16, batch 64 (BENCHMARKS.md):
+    - joint backward (both gradients in one call) is slower than two calls: 5x5 4.1 ms against 0.3 + 2.3 ms;
+    - the input gradient as a forward conv with the kernel flipped: 0.19 against 0.34 ms (3x3: 0.12 against 0.17);
+    - the weight gradient of a kernel wider than 3 columns is slow (5x5 2.3 ms), that of a kx3 one fast (5x3
+      0.15 ms): `_depthwise_weight_gradient` computes it as kx3 column tiles, 0.55 ms for 5x5.
+    The same maths, in another summation order.
+    """
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -62,15 +68,36 @@ class _SplitBackwardDepthwiseConv(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         x, weight = ctx.saved_tensors
         x, weight = x.to(grad.dtype), weight.to(grad.dtype)  # under autocast the forward ran in grad's dtype
-        pad = weight.shape[-1] // 2
+        grad_input = grad_weight = None
+        if ctx.needs_input_grad[0]:  # stride 1, "same": the transposed conv is the conv with the kernel flipped
+            grad_input = F.conv2d(grad, weight.flip(-2, -1), padding=weight.shape[-1] // 2, groups=weight.shape[0])
+        if ctx.needs_input_grad[1]:
+            grad_weight = _depthwise_weight_gradient(grad, x, weight.shape[-1])
+        return grad_input, grad_weight
 
-        def gradient(of_input: bool) -> torch.Tensor:
-            return torch.ops.aten.convolution_backward(
-                grad, x, weight, None, [1, 1], [pad, pad], [1, 1], False, [0, 0], weight.shape[0],
-                [of_input, not of_input, False])[0 if of_input else 1]
 
-        return (gradient(True) if ctx.needs_input_grad[0] else None,
-                gradient(False) if ctx.needs_input_grad[1] else None)
+def _depthwise_weight_gradient(grad: torch.Tensor, x: torch.Tensor, kernel: int) -> torch.Tensor:
+    """The weight gradient of a stride-1 "same" depthwise kxk conv (k odd), as column tiles k rows by 3 wide.
+
+    The tile starting at tap column b is the kx3 weight gradient of the input padded by k//2 columns each side
+    against the output gradient shifted b columns right (zero-padded by b left, k-3-b right). Tiles start at
+    columns 0, 2, 4, ...; a column in two tiles keeps the later tile's value (equal maths; a fixed order).
+    """
+    channels, pad = x.shape[1], kernel // 2
+
+    def tile(grad: torch.Tensor, x: torch.Tensor, width: int, pad_width: int) -> torch.Tensor:
+        shape = x.new_zeros(()).expand(channels, 1, kernel, width)  # convolution_backward reads only its shape
+        return torch.ops.aten.convolution_backward(
+            grad, x, shape, None, [1, 1], [pad, pad_width], [1, 1], False, [0, 0], channels,
+            [False, True, False])[1]
+
+    if kernel <= 3:
+        return tile(grad, x, kernel, pad)
+    padded = F.pad(x, (pad, pad, 0, 0))  # not the conv's own column padding: oneDNN's fast kernel wants it <= 1
+    out = x.new_empty(channels, 1, kernel, kernel)
+    for start in range(0, kernel - 2, 2):
+        out[..., start:start + 3] = tile(F.pad(grad, (start, kernel - 3 - start, 0, 0)), padded, 3, 0)
+    return out
 
 
 class DepthwiseConv2d(nn.Conv2d):
@@ -123,12 +150,37 @@ def pool(x: torch.Tensor, kind: str, stride: int = 1) -> torch.Tensor:
     """3x3 avg or max pool with TF "SAME" padding: padding never counts in the average nor wins the max."""
     if stride == 1:
         if kind == "avg":
+            if x.device.type == "cpu":
+                return _AvgPool3x3.apply(x)
             return F.avg_pool2d(x, 3, 1, padding=1, count_include_pad=False)
         return F.max_pool2d(x, 3, 1, padding=1)
     if kind == "avg":
         ones = same_pad(torch.ones_like(x[:1, :1]), 3, stride)
         return F.avg_pool2d(same_pad(x, 3, stride), 3, stride) / F.avg_pool2d(ones, 3, stride)
     return F.max_pool2d(same_pad(x, 3, stride, value=float("-inf")), 3, stride)
+
+
+class _AvgPool3x3(torch.autograd.Function):
+    """3x3 stride-1 average pool over the pixels inside the map (F.avg_pool2d with padding 1 and
+    count_include_pad=False) as a depthwise conv of ones divided by each pixel's count: on CPU oneDNN's depthwise
+    conv is far faster than the pooling kernels (32x32x16, batch 64, channels last, this project's 2-core CPU:
+    forward 0.16 against 0.82 ms, forward and backward BENCHMARKS.md). The same maths; the backward is the same
+    conv of the output gradient divided by the counts (the kernel of ones is its own flip)."""
+
+    @staticmethod
+    @torch.autocast("cpu", enabled=False)  # in the input's dtype, as F.avg_pool2d under autocast
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ones = x.new_ones(x.shape[1], 1, 3, 3)
+        counts = F.conv2d(x.new_ones(1, 1, *x.shape[-2:]), ones[:1], padding=1)  # 4, 6 or 9 pixels
+        ctx.save_for_backward(ones, counts)
+        return F.conv2d(x, ones, padding=1, groups=x.shape[1]) / counts
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    @torch.autocast("cpu", enabled=False)
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        ones, counts = ctx.saved_tensors
+        return F.conv2d(grad.to(ones.dtype) / counts, ones, padding=1, groups=ones.shape[0])
 
 
 class FactorizedReduce(nn.Module):

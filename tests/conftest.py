@@ -11,9 +11,10 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
+from enas.checkpoint import load_checkpoint
 from enas.config import Config, register_configs
-from enas.validation import validate
 from enas.spaces.base import ArchError
+from enas.validation import validate
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
@@ -87,8 +88,8 @@ def metric_records(run_dir: Path) -> list[dict]:
 def assert_same_run(full_dir: Path, resumed_dir: Path) -> dict:
     """An interrupted-then-resumed run ended exactly as the uninterrupted one: counters, every weight (network and,
     for a search, controller), every metric record, and the same files (sampled architectures, best architecture)."""
-    full = torch.load(Path(full_dir) / "last.pt", weights_only=True)
-    resumed = torch.load(Path(resumed_dir) / "last.pt", weights_only=True)
+    full = load_checkpoint(Path(full_dir) / "last.pt")
+    resumed = load_checkpoint(Path(resumed_dir) / "last.pt")
     assert (resumed["epoch"], resumed["global_step"]) == (full["epoch"], full["global_step"])
     for key, value in full["net"].items():
         assert torch.equal(value, resumed["net"][key]), key

@@ -24,6 +24,7 @@ from torch import nn
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
 import enas.pipeline
+from enas.checkpoint import load_checkpoint
 from enas.distributed import process_group
 from enas.interrupt import RunInterrupted
 from enas.launch import check_supported, launch, worker
@@ -136,7 +137,7 @@ def runs(tmp_path_factory):
 
 
 def _load(path) -> dict:
-    return torch.load(path, weights_only=True)
+    return load_checkpoint(path)
 
 
 @pytest.mark.parametrize("decay_unsampled", [False, True])

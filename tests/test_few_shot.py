@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from conftest import assert_same_run, signal_at
 
+from enas.checkpoint import load_checkpoint
 from enas.few_shot import FewShotSupernet, split_decision
 from enas.interrupt import RunInterrupted
 from enas.pipeline import run_search
@@ -101,7 +102,7 @@ def test_few_shot_epoch_must_come_before_the_end(smoke):
 def test_a_few_shot_search_splits_and_resumes_exactly(smoke, tmp_path, monkeypatch):
     run = (*NB201, "trainer.strategy=random", "trainer.epochs=2", "deterministic=true")
     run_search(*smoke(*run, name="full"))
-    state = torch.load(tmp_path / "full" / "last.pt", weights_only=True)
+    state = load_checkpoint(tmp_path / "full" / "last.pt")
     assert bool(state["net"]["_extra_state"])
     parts = {k.split(".")[1] for k in state["net"] if k.startswith("parts.")}
     assert parts == {str(k) for k in range(5)}

@@ -8,10 +8,10 @@ import subprocess
 import sys
 
 import pytest
-import torch
 import yaml
 from conftest import ROOT, assert_same_run, metric_records, signal_at
 
+from enas.checkpoint import load_checkpoint
 from enas.interrupt import RunInterrupted, StopSignals
 from enas.pipeline import run_search, run_train
 from enas.resume import ResumeError, expand_resume
@@ -21,13 +21,13 @@ from enas.search import SearchLoop
 
 def test_sigterm_mid_epoch_saves_and_the_resumed_search_equals_an_uninterrupted_one(smoke, tmp_path, monkeypatch):
     run_search(*smoke("deterministic=true", name="full"))
-    steps_per_epoch = torch.load(tmp_path / "full" / "last.pt", weights_only=True)["global_step"] // 2
+    steps_per_epoch = load_checkpoint(tmp_path / "full" / "last.pt")["global_step"] // 2
     # killed during the 3rd step of the second epoch: the step finishes, then last.pt records the position
     signal_at(monkeypatch, SearchLoop, "shared_step", signal.SIGTERM, steps_per_epoch + 3)
     with pytest.raises(RunInterrupted, match="SIGTERM in epoch 2 after step 3") as info:
         run_search(*smoke("deterministic=true", name="part"))
     assert info.value.exit_code == 128 + signal.SIGTERM
-    saved = torch.load(tmp_path / "part" / "last.pt", weights_only=True)
+    saved = load_checkpoint(tmp_path / "part" / "last.pt")
     assert (saved["epoch"], saved["epoch_step"], saved["global_step"]) == (1, 3, steps_per_epoch + 3)
     assert not (tmp_path / "part" / "result.json").exists()  # stopped before derive
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
@@ -42,7 +42,7 @@ def test_a_signal_in_the_controller_phase_finishes_the_epoch_first(smoke, tmp_pa
     signal_at(monkeypatch, SearchLoop, "train_sampler", signal.SIGINT, 1)
     with pytest.raises(RunInterrupted, match="SIGINT after epoch 1"):
         run_search(*smoke("deterministic=true", name="part"))
-    saved = torch.load(tmp_path / "part" / "last.pt", weights_only=True)
+    saved = load_checkpoint(tmp_path / "part" / "last.pt")
     assert (saved["epoch"], saved["epoch_step"]) == (1, 0)
     assert [r["epoch"] for r in metric_records(tmp_path / "part")] == [1]  # the epoch's record was written
     monkeypatch.undo()

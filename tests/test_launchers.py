@@ -14,12 +14,12 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from conftest import CONF_DIR, ROOT, metric_records
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 
+from enas.checkpoint import load_checkpoint
 from enas.interrupt import RunInterrupted
 from enas.launch import hand_on
 from enas.pipeline import run_search
@@ -41,7 +41,7 @@ def _assert_complete_runs(sweep_dir, seeds=(0, 1), epochs: int = 1) -> None:
         result = json.loads((run_dir / "result.json").read_text())
         assert result["mode"] == "search" and result["seed"] == seed and 0 <= result["best_valid_acc"] <= 1
         assert [r["epoch"] for r in metric_records(run_dir)] == list(range(1, epochs + 1))
-        assert torch.load(run_dir / "last.pt", weights_only=True)["epoch"] == epochs
+        assert load_checkpoint(run_dir / "last.pt")["epoch"] == epochs
         assert (run_dir / ".hydra" / "overrides.yaml").exists() and (run_dir / "best_arch.json").exists()
 
 
@@ -116,7 +116,7 @@ def test_sigusr2_saves_mid_epoch_and_is_handed_on_to_the_requeue_handler(smoke, 
         with pytest.raises(RunInterrupted, match="SIGUSR2 in epoch 1 after step 5") as info:
             run_search(*smoke("trainer.epochs=1"))
         assert handed_on == []  # the loop held the signal until last.pt was written
-        assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["epoch_step"] == 5
+        assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch_step"] == 5
         hand_on(info.value.signum)
         assert handed_on == [signal.SIGUSR2]
     finally:

@@ -12,6 +12,7 @@ from conftest import compose_config, metric_records
 
 from enas.benchmark import BenchmarkError
 from enas.build import build_sampler, build_space
+from enas.checkpoint import load_checkpoint
 from enas.nas_rl import _benchmark_shape, reward_of
 from enas.nas_rl_children import ChildLedger, ChildLoop
 from enas.pipeline import run_search
@@ -66,8 +67,8 @@ def test_controller_learns_the_cell_the_benchmark_rewards_most(smoke, tmp_path, 
     rewards = [r["controller/reward"] for r in records]
     baselines = [r["controller/baseline"] for r in records]
     assert len(records) == 30 and result["num_children"] == 240
-    before, after = _favoured_probability(cfg, None), _favoured_probability(cfg, torch.load(
-        tmp_path / "run" / "last.pt", weights_only=True)["sampler"])
+    before, after = _favoured_probability(cfg, None), _favoured_probability(cfg, load_checkpoint(
+        tmp_path / "run" / "last.pt")["sampler"])
     assert after > 100 * before and after > 0.1
     assert sum(rewards[-5:]) / 5 > sum(rewards[:5]) / 5 + 0.2
     assert baselines[0] < baselines[-1] and abs(baselines[-1] - sum(rewards[-5:]) / 5) < 0.05  # the EMA follows
@@ -110,7 +111,7 @@ def test_a_killed_run_resumes_without_retraining_finished_children(smoke, tmp_pa
     monkeypatch.setattr(ChildLoop, "train_epoch", counted)
     run_search(*smoke(*overrides, name="killed"))
     assert trained_epochs == ["00002", "00003", "00003"]
-    full, resumed = (torch.load(tmp_path / name / "last.pt", weights_only=True) for name in ("full", "killed"))
+    full, resumed = (load_checkpoint(tmp_path / name / "last.pt") for name in ("full", "killed"))
     for key, value in full["sampler"]["controller"].items():
         assert torch.equal(value, resumed["sampler"]["controller"][key]), key
     assert torch.equal(full["sampler"]["reinforce"]["baseline"], resumed["sampler"]["reinforce"]["baseline"])

@@ -10,6 +10,7 @@ import torch
 from conftest import compose_config, metric_records
 
 from enas.build import build_sampler, build_space
+from enas.checkpoint import load_checkpoint
 from enas.data import make_synthetic
 from enas.nas_rl import scheduled_depth
 from enas.nas_rl_children import ChildLoop
@@ -103,7 +104,7 @@ def test_a_resumed_run_continues_the_depth_schedule(grown, tmp_path, monkeypatch
     run_search(*compose_config(["experiment=smoke", *GROWING], tmp_path / "killed"))
     assert _children(tmp_path / "killed") == _children(root / "full")
     assert metric_records(tmp_path / "killed") == metric_records(root / "full")
-    full, resumed = (torch.load(d / "last.pt", weights_only=True) for d in (root / "full", tmp_path / "killed"))
+    full, resumed = (load_checkpoint(d / "last.pt") for d in (root / "full", tmp_path / "killed"))
     for key, value in full["sampler"]["controller"].items():
         assert torch.equal(value, resumed["sampler"]["controller"][key]), key
 

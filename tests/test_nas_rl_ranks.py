@@ -16,6 +16,7 @@ import torch
 from conftest import compose_config, metric_records, signal_at
 
 import enas.nas_rl
+from enas.checkpoint import load_checkpoint
 from enas.distributed import process_group
 from enas.interrupt import RunInterrupted
 from enas.launch import check_supported, launch
@@ -125,14 +126,14 @@ def test_each_rank_trains_its_share_of_every_update(runs):
 
 def test_every_rank_makes_the_same_controller_update(runs):
     for name in ("full", "part"):
-        rank0, rank1 = (torch.load(runs / name / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+        rank0, rank1 = (load_checkpoint(runs / name / f"rank{r}.pt") for r in (0, 1))
         for key, value in rank0.items():
             assert torch.equal(value, rank1[key]), (name, key)
         assert not _spy(runs / name, 0)["changed_by_rank0"] and not _spy(runs / name, 1)["changed_by_rank0"]
 
 
 def test_two_ranks_end_as_one_process_with_the_same_seed(runs):
-    single, full = (torch.load(runs / d / "last.pt", weights_only=True) for d in ("single", "full"))
+    single, full = (load_checkpoint(runs / d / "last.pt") for d in ("single", "full"))
     assert _children(runs / "full") == _children(runs / "single")  # the same children, rewards bitwise
     for key, value in single["sampler"]["controller"].items():
         assert torch.equal(value, full["sampler"]["controller"][key]), key
@@ -150,7 +151,7 @@ def test_a_signal_on_one_rank_stops_both_and_the_resumed_run_trains_only_the_mis
     assert _spy(part, 1)["sessions"] == [["00001", "00004"], []]
     assert _children(part) == _children(runs / "full")
     assert metric_records(part) == metric_records(runs / "full")
-    full, resumed = (torch.load(runs / d / "last.pt", weights_only=True) for d in ("full", "part"))
+    full, resumed = (load_checkpoint(runs / d / "last.pt") for d in ("full", "part"))
     for key, value in full["sampler"]["controller"].items():
         assert torch.equal(value, resumed["sampler"]["controller"][key]), key
 

@@ -13,11 +13,12 @@ import torch.nn.functional as F
 from conftest import ROOT, assert_same_run
 
 from enas.augment import normalise
+from enas.checkpoint import load_checkpoint
 from enas.data import Split
 from enas.judges import split_scores
 from enas.pipeline import run_derive, run_search
-from enas.spaces.nb201 import Nb201Space
 from enas.spaces.micro_arch import MicroArch
+from enas.spaces.nb201 import Nb201Space
 
 ARTEFACTS = ("metrics.jsonl", "last.pt", "best_arch.json", "derived.json", "result.json")
 
@@ -159,7 +160,7 @@ def test_wandb_logger_keeps_the_local_record(smoke, tmp_path, monkeypatch):
     config, resolved = smoke("logger=wandb", "trainer.epochs=1")
     run_search(config, resolved)
     assert len(_records(tmp_path / "run")) == 1
-    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["wandb_id"]
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["wandb_id"]
 
 
 def test_a_failing_sweep_job_leaves_the_others_running_and_logging(tmp_path):

@@ -11,6 +11,7 @@ import torch
 from conftest import assert_same_run, signal_at
 
 from enas.build import build_components, build_dataset, skeleton_kwargs
+from enas.checkpoint import load_checkpoint
 from enas.config import ControllerConfig
 from enas.controller import Controller
 from enas.diagnostics import collapse_warning, policy_diagnostics, sample_diagnostics
@@ -232,13 +233,13 @@ def test_warmup_epochs_train_the_shared_weights_on_uniform_archs_before_the_cont
     initial = {k: v.clone() for k, v in build_components(cfg)[3].controller.state_dict().items()}
     part_cfg, part_resolved = smoke(*NB201, "trainer.warmup_epochs=1", "trainer.epochs=1", name="part")
     run_search(part_cfg, part_resolved)
-    after_warmup = torch.load(tmp_path / "part" / "last.pt", weights_only=True)
+    after_warmup = load_checkpoint(tmp_path / "part" / "last.pt")
     assert all(torch.equal(initial[k], v) for k, v in after_warmup["sampler"]["controller"].items())
     assert "warmup_sampler" in after_warmup
     run_search(cfg, resolved)
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert "controller/reward" not in records[0] and "controller/reward" in records[1]
-    trained = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["sampler"]["controller"]
+    trained = load_checkpoint(tmp_path / "run" / "last.pt")["sampler"]["controller"]
     assert not all(torch.equal(initial[k], v) for k, v in trained.items())  # it learned after the warm-up
 
 
@@ -255,7 +256,7 @@ def test_a_run_stopped_during_warmup_resumes_exactly(smoke, tmp_path, monkeypatc
 
 # --- shared weights trained on uniform architectures throughout; the loss as the reward ------------------------
 def _trained_weights(run_dir) -> dict[str, torch.Tensor]:
-    state = torch.load(run_dir / "last.pt", weights_only=True)
+    state = load_checkpoint(run_dir / "last.pt")
     return {k: v for k, v in state["net"].items() if "running_" not in k and "num_batches" not in k}
 
 

@@ -348,6 +348,26 @@ def test_average_pool_excludes_padding_from_the_average():
     torch.testing.assert_close(strided, torch.full_like(strided, 3.0))
 
 
+@pytest.mark.parametrize("shape", [(2, 3, 9, 7), (1, 2, 1, 1), (2, 2, 2, 3)], ids=["9x7", "1x1", "2x3"])
+@pytest.mark.parametrize("memory_format", [torch.channels_last, torch.contiguous_format], ids=["nhwc", "nchw"])
+def test_cpu_average_pool_as_a_conv_of_ones_equals_the_builtin_pool(shape, memory_format):
+    """On CPU the stride-1 average pool runs as a depthwise conv of ones over the pixel counts: the builtin
+    pool's values and gradients (float64), memory format kept, on odd and tiny maps where counts are 1 to 9."""
+    torch.manual_seed(0)
+    x = torch.randn(*shape, dtype=torch.float64).contiguous(memory_format=memory_format).requires_grad_()
+    grad = torch.randn(*shape, dtype=torch.float64)
+    out = pool(x, "avg")
+    assert out.grad_fn.name().startswith("_AvgPool3x3") and out.is_contiguous(memory_format=memory_format)
+    (out * grad).sum().backward()
+    x_ref = x.detach().clone().requires_grad_()
+    ref = F.avg_pool2d(x_ref, 3, 1, padding=1, count_include_pad=False)
+    (ref * grad).sum().backward()
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-12, atol=1e-12)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # runs in the input's dtype, as the builtin pool does
+        assert pool(x.float(), "avg").dtype == torch.float32
+
+
 def test_max_pool_never_picks_the_padding():
     x = torch.full((1, 1, 6, 6), -5.0)
     torch.testing.assert_close(pool(x, "max"), x)
