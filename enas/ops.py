@@ -101,10 +101,12 @@ def _depthwise_weight_gradient(grad: torch.Tensor, x: torch.Tensor, kernel: int)
 
 
 class DepthwiseConv2d(nn.Conv2d):
-    """Depthwise kxk conv without bias: "same" padding at stride 1; at stride s > 1 the caller pads TF-style.
-    On CPU, stride 1 trains through `_SplitBackwardDepthwiseConv` (oneDNN's slow joint backward)."""
+    """Depthwise kxk conv without bias, k odd: "same" padding at stride 1; at stride s > 1 the caller pads
+    TF-style. On CPU, stride 1 trains through `_SplitBackwardDepthwiseConv` (around oneDNN's slow kernels)."""
 
     def __init__(self, channels: int, kernel: int, stride: int = 1):
+        if kernel % 2 == 0:
+            raise ValueError(f"a depthwise conv with 'same' padding needs an odd kernel size, got {kernel}")
         super().__init__(channels, channels, kernel, stride=stride, padding=0 if stride > 1 else kernel // 2,
                          groups=channels, bias=False)
 
@@ -164,8 +166,8 @@ class _AvgPool3x3(torch.autograd.Function):
     """3x3 stride-1 average pool over the pixels inside the map (F.avg_pool2d with padding 1 and
     count_include_pad=False) as a depthwise conv of ones divided by each pixel's count: on CPU oneDNN's depthwise
     conv is far faster than the pooling kernels (32x32x16, batch 64, channels last, this project's 2-core CPU:
-    forward 0.16 against 0.82 ms, forward and backward BENCHMARKS.md). The same maths; the backward is the same
-    conv of the output gradient divided by the counts (the kernel of ones is its own flip)."""
+    forward 0.16 against 0.82 ms, forward and backward 0.72 against 1.5-1.65 ms). The same maths; the backward is
+    the same conv of the output gradient divided by the counts (the kernel of ones is its own flip)."""
 
     @staticmethod
     @torch.autocast("cpu", enabled=False)  # in the input's dtype, as F.avg_pool2d under autocast

@@ -10,6 +10,7 @@ loads with `torch.load(weights_only=True)`.
 """
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 
 import torch
@@ -64,17 +65,14 @@ def unpack(packed: dict) -> dict:
     def tensor(index: int) -> torch.Tensor:
         pool, offset, channels_last, ndim, *shape = table[index]
         shape = shape[:ndim]
-        numel = 1
-        for size in shape:
-            numel *= size
-        values = pools[pool][offset:offset + numel]
+        values = pools[pool][offset:offset + math.prod(shape)]
         if channels_last:
             n, c, h, w = shape
             return values.view(n, h, w, c).permute(0, 3, 1, 2).clone(memory_format=torch.channels_last)
         return values.view(shape).clone()
 
     def visit(obj):
-        if isinstance(obj, tuple) and len(obj) == 2 and obj[0] == REF:
+        if isinstance(obj, tuple) and len(obj) == 2 and isinstance(obj[0], str) and obj[0] == REF:
             return tensor(obj[1])
         if isinstance(obj, dict):
             return _same_kind(obj, {k: visit(v) for k, v in obj.items() if k != POOLS})

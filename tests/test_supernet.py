@@ -429,6 +429,11 @@ def test_depthwise_conv_split_backward_equals_the_builtin_one(kernel, memory_for
     assert strided(F.pad(x, (1, 2, 1, 2))).grad_fn.name() != conv(x).grad_fn.name()
 
 
+def test_depthwise_conv_refuses_an_even_kernel():
+    with pytest.raises(ValueError, match="odd kernel size, got 4"):
+        DepthwiseConv2d(3, 4)
+
+
 def test_depthwise_conv_under_bf16_autocast_gives_float32_gradients():
     conv = DepthwiseConv2d(4, 5)
     x = torch.randn(2, 4, 8, 8, requires_grad=True)
@@ -453,3 +458,4 @@ def test_bf16_autocast_runs_forward_and_backward_with_a_finite_loss():
     assert torch.isfinite(loss)
     assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)
     assert net.classifier.weight.grad is not None
+
