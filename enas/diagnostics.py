@@ -59,16 +59,23 @@ def policy_diagnostics(space, most_likely) -> dict[str, float]:
     return {**best, "diag/most_likely_param_free_share": param_free_share(best, "most_likely/ops/")} if best else {}
 
 
-def collapse_warning(record: dict, entropy_threshold: float) -> str | None:
+def collapse_warning(record: dict, entropy_threshold: float, uniform_shared_pass: bool = False) -> str | None:
     """A sentence for the log when the op policy is nearly certain (relative entropy below the threshold) and
-    parameter-free ops make up most of the sampled ops (or of the most likely architecture); else None."""
+    parameter-free ops make up most of the sampled ops (or of the most likely architecture); else None.
+    `uniform_shared_pass`: the shared weights already train on uniform architectures (trainer.shared_sampling),
+    so the advice is about the controller alone."""
     entropy = record.get("controller/entropy_op")
     free = max(record.get("diag/param_free_share", 0.0), record.get("diag/most_likely_param_free_share", 0.0))
     if entropy is None or entropy >= entropy_threshold or free <= 0.5:
         return None
+    if uniform_shared_pass:
+        advice = ("The shared weights already train on uniform architectures, so the rewards themselves favour these "
+                  "cells: consider a smaller controller.lr, a larger controller.entropy_weight or tanh constant, or ")
+    else:
+        advice = ("Consider trainer.shared_sampling=uniform (the shared weights then train on uniform architectures "
+                  "and the controller cannot train its own picks up), a larger controller.entropy_weight or tanh "
+                  "constant, or ")
     return (f"the controller has collapsed: its op decisions keep {entropy:.0%} of their maximum entropy and "
             f"{free:.0%} of the ops it picks have no parameters (skips, pools, none). Such cells train fastest "
-            "with shared weights but rarely win when trained alone; expect a poor architecture. Consider "
-            "trainer.shared_sampling=uniform (the shared weights then train on uniform architectures and the "
-            "controller cannot train its own picks up), a larger controller.entropy_weight or tanh constant, or "
+            f"with shared weights but rarely win when trained alone; expect a poor architecture. {advice}"
             "compare with trainer.strategy=random.")

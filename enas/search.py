@@ -131,7 +131,7 @@ class SearchLoop(CheckpointedLoop):
             log.info("epoch %d/%d  %s", self.epoch, epochs,
                      "  ".join(f"{k}={v:.4g}" for k, v in record.items()
                                if k not in ("epoch", "step") and "ops/" not in k))
-            warning = collapse_warning(record, self.cfg.collapse_entropy)
+            warning = collapse_warning(record, self.cfg.collapse_entropy, self.cfg.shared_sampling == "uniform")
             if warning:
                 log.warning("epoch %d: %s", self.epoch, warning)
             self.progress.advance(epoch_bar)

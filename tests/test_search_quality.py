@@ -147,6 +147,10 @@ def test_diagnostics_see_a_controller_collapse_onto_skips():
     assert last["diag/distinct_archs"] < first["diag/distinct_archs"]
     assert collapse_warning(first, 0.3) is None
     assert "collapsed" in collapse_warning(last, 0.3)
+    # the advice never names the setting the run already uses
+    assert "trainer.shared_sampling=uniform" in collapse_warning(last, 0.3)
+    already_uniform = collapse_warning(last, 0.3, uniform_shared_pass=True)
+    assert "trainer.shared_sampling=uniform" not in already_uniform and "controller.lr" in already_uniform
 
 
 def test_diagnostics_stay_flat_for_the_uniform_sampler():
