@@ -131,7 +131,7 @@ class SearchLoop(CheckpointedLoop):
             log.info("epoch %d/%d  %s", self.epoch, epochs,
                      "  ".join(f"{k}={v:.4g}" for k, v in record.items()
                                if k not in ("epoch", "step") and "ops/" not in k))
-            warning = collapse_warning(record, self.cfg.collapse_entropy, self.cfg.shared_sampling == "uniform")
+            warning = collapse_warning(record, self.cfg.collapse_entropy, self.uniform_shared_pass)
             if warning:
                 log.warning("epoch %d: %s", self.epoch, warning)
             self.progress.advance(epoch_bar)
@@ -171,8 +171,8 @@ class SearchLoop(CheckpointedLoop):
         """One pass over the training split, a fresh architecture per minibatch: the sampler's, or uniform ones
         (uniform_shared_pass)."""
         self.net.train()
-        uniform = self.uniform_shared_pass
-        sampler, name = (self.warmup_sampler, "warmup_sampler") if uniform else (self.sampler, "sampler")
+        sampler, name = ((self.warmup_sampler, "warmup_sampler") if self.uniform_shared_pass
+                         else (self.sampler, "sampler"))
         # the state the epoch's architectures are drawn from: an interrupted pass saves it, so that its resumed
         # run draws the same architectures again (the policy does not change during this phase)
         sampler_state = copy.deepcopy(sampler.state_dict())
