@@ -70,7 +70,7 @@ def test_bad_values_name_the_value_and_what_is_allowed(override, message, tmp_pa
 def test_controller_trainer_and_retrain_follow_the_search_space(space, tmp_path):
     config, _ = compose_config([f"search_space={space}"], tmp_path)
     assert config.search_space.name == space
-    expected = {"micro": (0.44, 160, 150, 630), "macro": (1.5, 128, 310, 310), "nb201": (2.5, 128, 250, 200)}[space]
+    expected = {"micro": (0.44, 160, 150, 630), "macro": (1.5, 128, 310, 310), "nb201": (1.1, 128, 250, 200)}[space]
     assert (config.controller.tanh_op, config.trainer.batch_size, config.trainer.epochs,
             config.retrain.epochs) == expected
     assert config.controller.skip_weight == (0.8 if space == "macro" else 0.0)
@@ -86,3 +86,22 @@ def test_enas_paper_preset_restores_the_paper_search_on_every_space(space, tmp_p
     config, _ = compose_config(["experiment=enas_paper", f"search_space={space}"], tmp_path)
     assert (config.trainer.warmup_epochs, config.trainer.few_shot_epoch) == (0, 0)
     assert (config.derive.score, config.derive.prefilter, config.trainer.strategy) == ("acc", None, "enas")
+    assert (config.trainer.shared_sampling, config.trainer.reward) == ("policy", "acc")
+
+
+def test_nb201_defaults_keep_the_controller_out_of_the_shared_weights_and_the_benchmark_controller_one_switch_away(
+        tmp_path):
+    default, _ = compose_config(["search_space=nb201"], tmp_path)
+    assert (default.trainer.shared_sampling, default.trainer.reward) == ("uniform", "loss")
+    assert (default.controller.tanh_op, default.controller.temperature) == (1.1, 1.0)
+    autodl, _ = compose_config(["search_space=nb201", "controller=nb201_autodl"], tmp_path)
+    assert (autodl.controller.tanh_op, autodl.controller.temperature) == (2.5, 5.0)
+    assert autodl.controller.lr == default.controller.lr and autodl.controller.num_updates == 50
+
+
+def test_nb201_30min_preset_is_the_measured_budget(tmp_path):
+    config, _ = compose_config(["experiment=nb201_30min"], tmp_path)
+    assert (config.search_space.name, config.search_space.num_layers) == ("nb201", 6)
+    assert (config.trainer.epochs, config.trainer.lr_t0_epochs, config.trainer.warmup_epochs) == (100, 100, 60)
+    assert (config.controller.lr, config.controller.num_updates, config.controller.num_aggregate) == (0.01, 20, 10)
+    assert (config.derive.prefilter, config.derive.score, config.derive.proxy_epochs) == ("naswot", "loss", 10)

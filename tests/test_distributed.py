@@ -149,10 +149,12 @@ def test_two_ranks_train_the_weights_and_controller_one_process_trains(runs, dec
         assert torch.isfinite(value).all() and torch.allclose(two["net"][key], value, rtol=1e-4, atol=1e-6), key
     for key, value in single["sampler"]["controller"].items():
         assert torch.allclose(two["sampler"]["controller"][key], value, rtol=1e-4, atol=1e-6), key
-    # the same architectures, each rewarded on the same validation minibatch as on one process
+    # the same architectures, each rewarded on the same validation minibatch as on one process (nb201's loss
+    # reward: exp(-cross-entropy) of the weights above, equal up to their rounding)
     rows = [[json.loads(r) for r in (runs / d / "sampled_archs.jsonl").read_text().splitlines()]
             for d in (f"single-decay_{name}", f"ddp-decay_{name}")]
-    assert [(r["arch"], r["reward"]) for r in rows[0]] == [(r["arch"], r["reward"]) for r in rows[1]]
+    assert [r["arch"] for r in rows[0]] == [r["arch"] for r in rows[1]]
+    assert [r["reward"] for r in rows[1]] == pytest.approx([r["reward"] for r in rows[0]], rel=1e-5)
 
 
 @pytest.mark.parametrize("grad_sync, decay_unsampled", SYNC_CASES)

@@ -8,7 +8,7 @@ import signal
 
 import pytest
 import torch
-from conftest import assert_same_run, signal_at
+from conftest import assert_same_run, compose_config, signal_at
 
 from enas.build import build_components, build_dataset, skeleton_kwargs
 from enas.checkpoint import load_checkpoint
@@ -113,10 +113,10 @@ def test_random_pick_takes_one_uniform_architecture_without_training(smoke, tmp_
 
 
 # --- collapse diagnostics ----------------------------------------------------------------------------------------
-def _nb201_controller_sampler(seed: int = 0) -> ControllerSampler:
+def _nb201_controller_sampler(seed: int = 0, tanh_op: float = 2.5) -> ControllerSampler:
     space, c = Nb201Space(channels=8, cells_per_stage=1), ControllerConfig()
     torch.manual_seed(seed)
-    controller = Controller(space.steps(), lstm_size=32, tanh_input=c.tanh_input, tanh_op=2.5, temperature=None)
+    controller = Controller(space.steps(), lstm_size=32, tanh_input=c.tanh_input, tanh_op=tanh_op, temperature=None)
     return ControllerSampler(space, controller, Reinforce(controller, lr=0.05, entropy_weight=0.0),
                              torch.Generator().manual_seed(seed))
 
@@ -132,14 +132,18 @@ def _epoch_diagnostics(sampler) -> dict:
             **sample_diagnostics(sampler.space, archs), **policy_diagnostics(sampler.space, sampler.most_likely())}
 
 
-def test_diagnostics_see_a_controller_collapse_onto_skips():
-    sampler = _nb201_controller_sampler()
-    epochs = [_epoch_diagnostics(sampler)]
-    for _ in range(4):
+def _train_on_skip_rewards(sampler, epochs: int = 4) -> list[dict]:
+    diagnostics = [_epoch_diagnostics(sampler)]
+    for _ in range(epochs):
         for _ in range(10):
             archs, rollout = sampler.sample(10, with_grad=True)
             sampler.update(rollout, _skip_reward(archs))
-        epochs.append(_epoch_diagnostics(sampler))
+        diagnostics.append(_epoch_diagnostics(sampler))
+    return diagnostics
+
+
+def test_diagnostics_see_a_controller_collapse_onto_skips():
+    epochs = _train_on_skip_rewards(_nb201_controller_sampler())  # the benchmark's 2.5 logit bound
     first, last = epochs[0], epochs[-1]
     assert first["controller/entropy_op"] > 0.9 and last["controller/entropy_op"] < 0.3  # falls
     assert last["diag/param_free_share"] > first["diag/param_free_share"] + 0.2  # rises
@@ -151,6 +155,19 @@ def test_diagnostics_see_a_controller_collapse_onto_skips():
     assert "trainer.shared_sampling=uniform" in collapse_warning(last, 0.3)
     already_uniform = collapse_warning(last, 0.3, uniform_shared_pass=True)
     assert "trainer.shared_sampling=uniform" not in already_uniform and "controller.lr" in already_uniform
+
+
+def test_the_nb201_default_logit_bound_keeps_a_skip_seeking_policy_from_collapsing(tmp_path):
+    """nb201's default tanh_op = 1.1 (ENAS's constant): the same rewards still make the all-skip cell the most likely
+    one, but every edge keeps its other ops (the likeliest at most e^1.1 / (e^1.1 + 4 e^-1.1) = 69%), so the op
+    entropy stays above 64% of its maximum and the collapse warning stays quiet."""
+    assert compose_config(["search_space=nb201"], tmp_path)[0].controller.tanh_op == 1.1
+    first, last = _train_on_skip_rewards(_nb201_controller_sampler(tanh_op=1.1), epochs=8)[::8]
+    assert last["most_likely/ops/skip_connect"] == 1.0  # the preference is learned ...
+    assert last["diag/param_free_share"] > first["diag/param_free_share"] + 0.1
+    assert 0.64 < last["controller/entropy_op"] < first["controller/entropy_op"] - 0.1  # ... the collapse is not
+    assert collapse_warning(last, 0.3) is None
+    assert last["diag/distinct_archs"] > 30  # of 50 samples: derive still has cells to choose from
 
 
 def test_diagnostics_stay_flat_for_the_uniform_sampler():
