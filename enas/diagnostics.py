@@ -70,11 +70,12 @@ def collapse_warning(record: dict, entropy_threshold: float, uniform_shared_pass
         return None
     if uniform_shared_pass:
         advice = ("The shared weights already train on uniform architectures, so the rewards themselves favour these "
-                  "cells: consider a smaller controller.lr, a larger controller.entropy_weight or tanh constant, or ")
+                  "cells: consider a smaller controller.lr or controller.tanh_op (the op logits' bound; at ENAS's 1.1 "
+                  "no op takes more than 69% of a five-way decision), a larger controller.entropy_weight, or ")
     else:
         advice = ("Consider trainer.shared_sampling=uniform (the shared weights then train on uniform architectures "
-                  "and the controller cannot train its own picks up), a larger controller.entropy_weight or tanh "
-                  "constant, or ")
+                  "and the controller cannot train its own picks up), a smaller controller.tanh_op (the op logits' "
+                  "bound), a larger controller.entropy_weight, or ")
     return (f"the controller has collapsed: its op decisions keep {entropy:.0%} of their maximum entropy and "
             f"{free:.0%} of the ops it picks have no parameters (skips, pools, none). Such cells train fastest "
             f"with shared weights but rarely win when trained alone; expect a poor architecture. {advice}"

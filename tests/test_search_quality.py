@@ -155,6 +155,7 @@ def test_diagnostics_see_a_controller_collapse_onto_skips():
     assert "trainer.shared_sampling=uniform" in collapse_warning(last, 0.3)
     already_uniform = collapse_warning(last, 0.3, uniform_shared_pass=True)
     assert "trainer.shared_sampling=uniform" not in already_uniform and "controller.lr" in already_uniform
+    assert all("controller.tanh_op" in advice for advice in (collapse_warning(last, 0.3), already_uniform))
 
 
 def test_the_nb201_default_logit_bound_keeps_a_skip_seeking_policy_from_collapsing(tmp_path):
