@@ -44,8 +44,9 @@ def pack(state: dict) -> dict:
         if isinstance(obj, dict):
             return _same_kind(obj, {k: visit(v) for k, v in obj.items()})
         if isinstance(obj, (list, tuple)):
-            if obj and isinstance(obj[0], str) and obj[0] == REF:
-                raise ValueError(f"a tuple starting with {REF!r} is reserved for packed tensors; the state holds {obj!r}")
+            if _starts_with_ref(obj):
+                raise ValueError(f"a tuple starting with {REF!r} is reserved for packed tensors; the state holds "
+                                 f"{obj!r}")
             return type(obj)(visit(v) for v in obj)
         return obj
 
@@ -72,7 +73,7 @@ def unpack(packed: dict) -> dict:
         return values.view(shape).clone()
 
     def visit(obj):
-        if isinstance(obj, tuple) and len(obj) == 2 and isinstance(obj[0], str) and obj[0] == REF:
+        if isinstance(obj, tuple) and len(obj) == 2 and _starts_with_ref(obj):
             return tensor(obj[1])
         if isinstance(obj, dict):
             return _same_kind(obj, {k: visit(v) for k, v in obj.items() if k != POOLS})
@@ -81,6 +82,10 @@ def unpack(packed: dict) -> dict:
         return obj
 
     return visit(packed)
+
+
+def _starts_with_ref(seq: list | tuple) -> bool:
+    return bool(seq) and isinstance(seq[0], str) and seq[0] == REF  # the str check: never compare a tensor
 
 
 def _same_kind(original: dict, items: dict) -> dict:

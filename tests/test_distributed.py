@@ -136,14 +136,10 @@ def runs(tmp_path_factory):
     return root
 
 
-def _load(path) -> dict:
-    return load_checkpoint(path)
-
-
 @pytest.mark.parametrize("decay_unsampled", [False, True])
 def test_two_ranks_train_the_weights_and_controller_one_process_trains(runs, decay_unsampled):
     name = str(decay_unsampled).lower()
-    single, two = _load(runs / f"single-decay_{name}" / "last.pt"), _load(runs / f"ddp-decay_{name}" / "last.pt")
+    single, two = load_checkpoint(runs / f"single-decay_{name}" / "last.pt"), load_checkpoint(runs / f"ddp-decay_{name}" / "last.pt")
     assert (two["epoch"], two["global_step"]) == (single["epoch"], single["global_step"]) == (2, 32)
     for key, value in single["net"].items():  # each rank's half batch: the same mean gradient, other rounding
         assert torch.isfinite(value).all() and torch.allclose(two["net"][key], value, rtol=1e-4, atol=1e-6), key
@@ -160,7 +156,7 @@ def test_two_ranks_train_the_weights_and_controller_one_process_trains(runs, dec
 @pytest.mark.parametrize("grad_sync, decay_unsampled", SYNC_CASES)
 def test_ranks_stay_bitwise_identical(runs, grad_sync, decay_unsampled):
     run_dir = runs / _sync_case(grad_sync, decay_unsampled).name
-    rank0, rank1 = _load(run_dir / "rank0.pt"), _load(run_dir / "rank1.pt")
+    rank0, rank1 = load_checkpoint(run_dir / "rank0.pt"), load_checkpoint(run_dir / "rank1.pt")
     for part in ("net", "controller"):
         for key, value in rank0[part].items():
             assert torch.equal(value, rank1[part][key]), (part, key)
@@ -169,15 +165,15 @@ def test_ranks_stay_bitwise_identical(runs, grad_sync, decay_unsampled):
 
 @pytest.mark.parametrize("decay_unsampled", [False, True])
 def test_allreduce_of_used_gradients_equals_ddp_bitwise(runs, decay_unsampled):
-    ddp = _load(runs / _sync_case("ddp", decay_unsampled).name / "rank0.pt")
-    used = _load(runs / _sync_case("allreduce_used", decay_unsampled).name / "rank0.pt")
+    ddp = load_checkpoint(runs / _sync_case("ddp", decay_unsampled).name / "rank0.pt")
+    used = load_checkpoint(runs / _sync_case("allreduce_used", decay_unsampled).name / "rank0.pt")
     for part in ("net", "controller"):
         for key, value in ddp[part].items():
             assert torch.equal(value, used[part][key]), (part, key)
 
 
 def test_a_signal_on_one_rank_stops_every_rank_after_the_same_step_and_the_run_resumes_exactly(runs):
-    saved = _load(runs / "part" / "interrupted.pt")
+    saved = load_checkpoint(runs / "part" / "interrupted.pt")
     # SIGTERM during rank 1's step 2 of epoch 2; the ranks agree every 4 steps: both stop after step 4
     assert (saved["epoch"], saved["epoch_step"], saved["global_step"]) == (1, 4, 12)
     assert len(saved["rank_rng"]) == 2 and not torch.equal(saved["rank_rng"][0]["torch"], saved["rank_rng"][1]["torch"])
@@ -192,11 +188,11 @@ def test_stopped_and_killed_ranks_leave_a_last_pt_the_relaunch_resumes_exactly(r
     cfg, resolved = _compose(tmp_path, Case("run", SMALL_MICRO))
     with pytest.raises(RunInterrupted, match="SIGTERM in the workers"):
         launch(cfg, resolved, entrypoint=_entry(_signal_rank1_at, 8 + 2, signal.SIGTERM))
-    stopped = _load(tmp_path / "run" / "last.pt")
+    stopped = load_checkpoint(tmp_path / "run" / "last.pt")
     assert (stopped["epoch"], stopped["epoch_step"], stopped["global_step"]) == (1, 4, 12)
     with pytest.raises(ChildFailedError):  # rank 1 died of SIGKILL and the agent stopped rank 0
         launch(cfg, resolved, entrypoint=_entry(_signal_rank1_at, 3, signal.SIGKILL))  # epoch 2, step 7 of 8
-    assert _load(tmp_path / "run" / "last.pt")["global_step"] == 12  # untouched: written atomically, loadable
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["global_step"] == 12  # untouched: written atomically, loadable
     assert launch(cfg, resolved)["mode"] == "search"  # the production worker finds last.pt and resumes
     assert_same_run(runs / "full", tmp_path / "run")
 
@@ -216,7 +212,7 @@ def test_torchrun_runs_one_search_in_one_run_directory(tmp_path):
     (run_dir,) = tmp_path.glob("outputs/*/*")  # the ranks agreed on rank 0's clock: one directory
     result = json.loads((run_dir / "result.json").read_text())
     assert result["mode"] == "search" and len(metric_records(run_dir)) == 1
-    assert _load(run_dir / "last.pt")["global_step"] == 16
+    assert load_checkpoint(run_dir / "last.pt")["global_step"] == 16
 
 
 @pytest.mark.parametrize("overrides, message", [

@@ -458,4 +458,3 @@ def test_bf16_autocast_runs_forward_and_backward_with_a_finite_loss():
     assert torch.isfinite(loss)
     assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)
     assert net.classifier.weight.grad is not None
-
