@@ -72,11 +72,17 @@ class LazyDecaySGD(torch.optim.SGD):
                 state["lazy_step"] = 0
                 if momentum:  # a zero buffer followed by buf = μ·buf + g is torch's first step buf = g
                     state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        # after watch(): the weights autograd accumulated a gradient into since the last zero_grad, so that step
+        # and zero_grad touch those (a child's path, ~6% of a micro supernet's weights) instead of scanning all
+        self._with_gradient: dict[torch.Tensor, None] | None = None
 
     def watch(self, net: nn.Module) -> list:
         """Catch up a module's weights when it is called: one hook per module that reads all its weights on every
         call (an nn.Sequential, a leaf, or a module with `reads_all_weights = True`), else one per module with
-        weights of its own (and of its ParameterList/Dict children, which it reads itself). Returns the handles."""
+        weights of its own (and of its ParameterList/Dict children, which it reads itself). Also notes each weight
+        autograd accumulates a gradient into, so that `step` and `zero_grad` visit those only (a `.grad` assigned
+        by hand is then not seen: assign it before watching, or use `catch_up` and plain SGD). Returns the
+        handles."""
         handles = []
 
         def hook(module: nn.Module, read) -> None:
@@ -95,25 +101,66 @@ class LazyDecaySGD(torch.optim.SGD):
                 visit(child)
 
         visit(net)
+        if self._with_gradient is None:
+            self._with_gradient = {p: None for p in self._group_index if p.grad is not None}
+            handles += [p.register_post_accumulate_grad_hook(self._note_gradient) for p in self._group_index]
         return handles
 
     def _catch_up_hook(self, params: list, module: nn.Module, args) -> None:
         self.catch_up(params)
 
+    def _note_gradient(self, p: torch.Tensor) -> None:
+        self._with_gradient[p] = None
+
+    def _weights_with_gradient(self) -> list[list[torch.Tensor]]:
+        """Per group, in group order, the weights that hold a gradient."""
+        if self._with_gradient is None:
+            return [[p for p in group["params"] if p.grad is not None] for group in self.param_groups]
+        found: list[list] = [[] for _ in self.param_groups]
+        for p in self._with_gradient:
+            if p.grad is not None:
+                found[self._group_index[p]].append(p)
+        order = self._position
+        return [sorted(params, key=order.__getitem__) for params in found]
+
+    @functools.cached_property
+    def _position(self) -> dict[torch.Tensor, int]:
+        return {p: k for group in self.param_groups for k, p in enumerate(group["params"])}
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        if self._with_gradient is None or not set_to_none:
+            super().zero_grad(set_to_none)
+            if self._with_gradient is not None:
+                self._with_gradient.clear()  # a zero gradient steps as the deferred decay does: nothing to note
+            return
+        for p in self._with_gradient:
+            p.grad = None
+        self._with_gradient.clear()
+
     @torch.no_grad()
     def step(self, closure=None):
-        stepped = []  # per group: the weights with a gradient, which this step brings up to date
-        for group in self.param_groups:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        stepped = self._weights_with_gradient()  # per group: the weights this step brings up to date
+        for group, params in zip(self.param_groups, stepped):
             if group["lr"] != group["lazy_rate"]:  # the deferred steps ran at the old rate
                 self.catch_up(group["params"])
                 group["lazy_rate"] = group["lr"]
-            stepped.append([p for p in group["params"] if p.grad is not None])
-            stale = [tuple(p.shape) for p in stepped[-1] if self.state[p]["lazy_step"] != group["lazy_steps"]]
+            stale = [tuple(p.shape) for p in params if self.state[p]["lazy_step"] != group["lazy_steps"]]
             if stale:
                 raise RuntimeError(f"{len(stale)} weights (shapes {stale[:3]}...) have a gradient but were read "
                                    "before they were caught up: read them through their module's call after "
                                    "LazyDecaySGD.watch(net), or call catch_up() before the forward pass")
-        loss = super().step(closure)
+        everything = [group["params"] for group in self.param_groups]
+        try:  # SGD's step scans its groups' weights for gradients: hand it only those that have one
+            for group, params in zip(self.param_groups, stepped):
+                group["params"] = params
+            super().step()
+        finally:
+            for group, params in zip(self.param_groups, everything):
+                group["params"] = params
         for group, params in zip(self.param_groups, stepped):
             group["lazy_steps"] += 1
             for p in params:
@@ -124,35 +171,30 @@ class LazyDecaySGD(torch.optim.SGD):
     def catch_up(self, params: Iterable[torch.Tensor] | None = None) -> None:
         """Bring `params` (default: every weight) and their momentum buffers to where eager SGD with zero loss
         gradients would have them."""
-        behind: dict[int, list] = {}
+        behind: dict[int, dict[int, list]] = {}  # group → steps behind → weights
         for p in self._group_index if params is None else params:
             i = self._group_index[p]
             steps = self.param_groups[i]["lazy_steps"] - self.state[p]["lazy_step"]
             if steps:
-                behind.setdefault(i, []).append((p, steps))
-        for i, pending in behind.items():
-            self._catch_up_group(self.param_groups[i], pending)
+                behind.setdefault(i, {}).setdefault(steps, []).append(p)
+        for i, by_steps in behind.items():
+            self._catch_up_group(self.param_groups[i], by_steps)
 
-    def _catch_up_group(self, group: dict, pending: list) -> None:
+    def _catch_up_group(self, group: dict, by_steps: dict[int, list]) -> None:
         one_step = _decay_matrix(group["lazy_rate"], group["momentum"], group["weight_decay"], group["nesterov"])
-        powers: dict[int, tuple[float, ...]] = {}
-        weights, buffers, coefficients = [], [], []
-        for p, steps in pending:
-            if steps not in powers:
-                powers[steps] = _matrix_power(one_step, steps)
-            weights.append(p)
-            buffers.append(self.state[p].get("momentum_buffer"))
-            coefficients.append(powers[steps])
-            self.state[p]["lazy_step"] = group["lazy_steps"]
-        a, b, c, d = (list(column) for column in zip(*coefficients))
-        if not group["momentum"]:
+        for steps, weights in by_steps.items():
+            for p in weights:
+                self.state[p]["lazy_step"] = group["lazy_steps"]
+            a, b, c, d = _matrix_power(one_step, steps)
+            if not group["momentum"]:
+                torch._foreach_mul_(weights, a)
+                continue
+            buffers = [self.state[p]["momentum_buffer"] for p in weights]
+            carried = torch._foreach_mul(buffers, b)
+            torch._foreach_mul_(buffers, d)
+            torch._foreach_add_(buffers, torch._foreach_mul(weights, c))  # buf' = c·w + d·buf
             torch._foreach_mul_(weights, a)
-            return
-        new_weights = torch._foreach_mul(weights, a)
-        torch._foreach_add_(new_weights, torch._foreach_mul(buffers, b))
-        torch._foreach_mul_(buffers, d)
-        torch._foreach_add_(buffers, torch._foreach_mul(weights, c))
-        torch._foreach_copy_(weights, new_weights)
+            torch._foreach_add_(weights, carried)  # w' = a·w + b·buf
 
 
 def load_search_weights(net: torch.nn.Module, state: dict) -> None:

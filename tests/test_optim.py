@@ -74,6 +74,8 @@ def test_a_weight_read_without_its_modules_call_is_refused_at_the_step():
     F.linear(x, net.branches[1].weight).sum().backward()  # read behind the hook's back
     with pytest.raises(RuntimeError, match="read before they were caught up"):
         optimizer.step()
+    group = optimizer.param_groups[0]["params"]  # the refused step left its group whole
+    assert len(group) == len(list(net.parameters())) and all(p is q for p, q in zip(group, net.parameters()))
 
 
 def _state_copy(net: nn.Module, optimizer: LazyDecaySGD) -> dict:
@@ -126,3 +128,36 @@ def test_loading_a_plain_sgd_checkpoint_leaves_its_weights_alone():
     optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
     load_search_weights(net, {"net": net.state_dict(), "optimizer": optimizer.state_dict()})
     assert all(torch.equal(p, q) for p, q in zip(net.parameters(), before))
+
+
+def test_watched_steps_equal_sgd_with_gradients_accumulated_over_two_passes_and_zeroed_in_place():
+    """After watch() a step and zero_grad visit only the weights autograd accumulated a gradient into: two backward
+    passes per step (each weight noted once) and zero_grad(set_to_none=False), which keeps zero gradients on weights
+    no later pass reaches, still step as SGD with a zero gradient on every unused weight."""
+    setting = SETTINGS[0]
+    lazy_net, eager_net = Branches().double(), Branches().double()
+    lazy = LazyDecaySGD(lazy_net.parameters(), lr=0.01, **setting)
+    lazy.watch(lazy_net)
+    eager = torch.optim.SGD(eager_net.parameters(), lr=0.01, **setting)
+    for p in eager_net.parameters():
+        p.grad = torch.zeros_like(p)
+    generator = torch.Generator().manual_seed(2)
+    for step in range(30):
+        passes = [(torch.randn(5, 6, generator=generator, dtype=torch.float64),
+                   [i for i in range(4) if torch.rand(1, generator=generator) < 0.3] or [step % 4])
+                  for _ in range(2)]
+        lazy.zero_grad(set_to_none=step % 3 != 0)
+        eager.zero_grad(set_to_none=False)
+        for net in (lazy_net, eager_net):
+            for x, used in passes:
+                net(x, used).square().mean().backward()
+        lazy.step()
+        eager.step()
+        assert len(lazy.param_groups[0]["params"]) == len(list(lazy_net.parameters()))
+    lazy.catch_up()
+    for p, q in zip(lazy_net.parameters(), eager_net.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(lazy.state[p]["momentum_buffer"], eager.state[q]["momentum_buffer"],
+                                   rtol=1e-12, atol=1e-14)
+    lazy.zero_grad()
+    assert all(p.grad is None for p in lazy_net.parameters())
