@@ -43,24 +43,35 @@ def train(net: Branches, optimizer, steps: range, lr_drop_at: int | None = None)
         optimizer.step()
 
 
-@pytest.mark.parametrize("setting", SETTINGS, ids=lambda s: "-".join(f"{k}={v}" for k, v in s.items()))
-def test_lazy_steps_equal_sgd_with_a_zero_gradient_on_every_unused_weight(setting):
+def lazy_and_eager(setting: dict) -> tuple[Branches, LazyDecaySGD, Branches, torch.optim.SGD]:
+    """Two equal float64 nets: one with a watched LazyDecaySGD, one with plain SGD whose every weight holds a zero
+    gradient from the start (TF's dense gradients)."""
     lazy_net, eager_net = Branches().double(), Branches().double()
     lazy = LazyDecaySGD(lazy_net.parameters(), lr=0.01, **setting)
     lazy.watch(lazy_net)
     eager = torch.optim.SGD(eager_net.parameters(), lr=0.01, **setting)
     for p in eager_net.parameters():
         p.grad = torch.zeros_like(p)
+    return lazy_net, lazy, eager_net, eager
+
+
+def assert_caught_up_equal(lazy_net: Branches, lazy: LazyDecaySGD, eager_net: Branches, eager) -> None:
+    lazy.catch_up()
+    for p, q in zip(lazy_net.parameters(), eager_net.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-14)
+        if lazy.param_groups[0]["momentum"]:
+            torch.testing.assert_close(lazy.state[p]["momentum_buffer"], eager.state[q]["momentum_buffer"],
+                                       rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("setting", SETTINGS, ids=lambda s: "-".join(f"{k}={v}" for k, v in s.items()))
+def test_lazy_steps_equal_sgd_with_a_zero_gradient_on_every_unused_weight(setting):
+    lazy_net, lazy, eager_net, eager = lazy_and_eager(setting)
     train(lazy_net, lazy, range(40), lr_drop_at=25)
     train(eager_net, eager, range(40), lr_drop_at=25)
     behind = [p for p in lazy_net.parameters() if lazy.state[p]["lazy_step"] < lazy.param_groups[0]["lazy_steps"]]
     assert behind  # some branch was left out of the last steps: its update is still deferred
-    lazy.catch_up()
-    for p, q in zip(lazy_net.parameters(), eager_net.parameters()):
-        torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-14)
-        if setting["momentum"]:
-            torch.testing.assert_close(lazy.state[p]["momentum_buffer"], eager.state[q]["momentum_buffer"],
-                                       rtol=1e-12, atol=1e-14)
+    assert_caught_up_equal(lazy_net, lazy, eager_net, eager)
 
 
 def test_a_weight_read_without_its_modules_call_is_refused_at_the_step():
@@ -134,13 +145,7 @@ def test_watched_steps_equal_sgd_with_gradients_accumulated_over_two_passes_and_
     """After watch() a step and zero_grad visit only the weights autograd accumulated a gradient into: two backward
     passes per step (each weight noted once) and zero_grad(set_to_none=False), which keeps zero gradients on weights
     no later pass reaches, still step as SGD with a zero gradient on every unused weight."""
-    setting = SETTINGS[0]
-    lazy_net, eager_net = Branches().double(), Branches().double()
-    lazy = LazyDecaySGD(lazy_net.parameters(), lr=0.01, **setting)
-    lazy.watch(lazy_net)
-    eager = torch.optim.SGD(eager_net.parameters(), lr=0.01, **setting)
-    for p in eager_net.parameters():
-        p.grad = torch.zeros_like(p)
+    lazy_net, lazy, eager_net, eager = lazy_and_eager(SETTINGS[0])
     generator = torch.Generator().manual_seed(2)
     for step in range(30):
         passes = [(torch.randn(5, 6, generator=generator, dtype=torch.float64),
@@ -154,10 +159,6 @@ def test_watched_steps_equal_sgd_with_gradients_accumulated_over_two_passes_and_
         lazy.step()
         eager.step()
         assert len(lazy.param_groups[0]["params"]) == len(list(lazy_net.parameters()))
-    lazy.catch_up()
-    for p, q in zip(lazy_net.parameters(), eager_net.parameters()):
-        torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-14)
-        torch.testing.assert_close(lazy.state[p]["momentum_buffer"], eager.state[q]["momentum_buffer"],
-                                   rtol=1e-12, atol=1e-14)
+    assert_caught_up_equal(lazy_net, lazy, eager_net, eager)
     lazy.zero_grad()
     assert all(p.grad is None for p in lazy_net.parameters())
