@@ -185,7 +185,7 @@ class LazyDecaySGD(torch.optim.SGD):
         for steps, weights in by_steps.items():
             for p in weights:
                 self.state[p]["lazy_step"] = group["lazy_steps"]
-            a, b, c, d = _matrix_power(one_step, steps)
+            a, b, c, d = (_scalar(v, weights) for v in _matrix_power(one_step, steps))
             if not group["momentum"]:
                 torch._foreach_mul_(weights, a)
                 continue
@@ -195,6 +195,17 @@ class LazyDecaySGD(torch.optim.SGD):
             torch._foreach_add_(buffers, torch._foreach_mul(weights, c))  # buf' = c·w + d·buf
             torch._foreach_mul_(weights, a)
             torch._foreach_add_(weights, carried)  # w' = a·w + b·buf
+
+
+def _scalar(value: float, weights: list[torch.Tensor]) -> float | torch.Tensor:
+    """A coefficient for the `_foreach` ops over `weights`: on CPU, when they share one dtype, a 0-dim tensor of it,
+    which the ops use as it is (a Python float is converted again for every weight, 4x slower over a path's ~300
+    small weights; the product is the same, as the float is rounded to that dtype either way); else the float itself
+    (on a GPU: no copy to the device)."""
+    dtype = weights[0].dtype
+    if weights[0].device.type == "cpu" and all(w.dtype == dtype for w in weights):
+        return torch.tensor(value, dtype=dtype)
+    return value
 
 
 def load_search_weights(net: torch.nn.Module, state: dict) -> None:
