@@ -5,6 +5,7 @@ Reference: enas_reference.md §1.2 (op structure), §1.6 (calibration, factorize
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -172,8 +173,7 @@ class _AvgPool3x3(torch.autograd.Function):
     @staticmethod
     @torch.autocast("cpu", enabled=False)  # in the input's dtype, as F.avg_pool2d under autocast
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        ones = x.new_ones(x.shape[1], 1, 3, 3)
-        counts = F.conv2d(x.new_ones(1, 1, *x.shape[-2:]), ones[:1], padding=1)  # 4, 6 or 9 pixels
+        ones, counts = _pool_kernel_and_counts(x.shape[1], *x.shape[-2:], x.dtype, x.device)
         ctx.save_for_backward(ones, counts)
         return F.conv2d(x, ones, padding=1, groups=x.shape[1]) / counts
 
@@ -183,6 +183,18 @@ class _AvgPool3x3(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         ones, counts = ctx.saved_tensors
         return F.conv2d(grad.to(ones.dtype) / counts, ones, padding=1, groups=ones.shape[0])
+
+
+@functools.lru_cache(maxsize=64)
+def _pool_kernel_and_counts(channels: int, height: int, width: int, dtype: torch.dtype,
+                            device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The depthwise kernel of ones [C, 1, 3, 3] and each pixel's count of in-map neighbours [1, 1, H, W] (4, 6 or
+    9), made once per shape: read-only, shared by every call (never inference tensors, which a later training
+    call could not save for backward)."""
+    with torch.inference_mode(False), torch.no_grad():
+        ones = torch.ones(channels, 1, 3, 3, dtype=dtype, device=device)
+        counts = F.conv2d(torch.ones(1, 1, height, width, dtype=dtype, device=device), ones[:1], padding=1)
+    return ones, counts
 
 
 class FactorizedReduce(nn.Module):

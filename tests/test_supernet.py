@@ -368,6 +368,18 @@ def test_cpu_average_pool_as_a_conv_of_ones_equals_the_builtin_pool(shape, memor
         assert pool(x.float(), "avg").dtype == torch.float32
 
 
+def test_cpu_average_pool_made_first_under_inference_mode_still_trains():
+    """The pool's kernel and pixel counts are made once per shape and shared: made under inference_mode they must
+    still serve a later training call (inference tensors cannot be saved for backward)."""
+    shape = (2, 3, 11, 5)  # a shape no other test pools, so that this call makes them
+    with torch.inference_mode():
+        first = pool(torch.ones(shape), "avg")
+    x = torch.randn(shape, requires_grad=True)
+    pool(x, "avg").sum().backward()
+    torch.testing.assert_close(first, torch.ones(shape))
+    assert x.grad is not None and x.grad.shape == x.shape
+
+
 def test_max_pool_never_picks_the_padding():
     x = torch.full((1, 1, 6, 6), -5.0)
     torch.testing.assert_close(pool(x, "max"), x)
