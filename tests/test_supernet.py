@@ -420,6 +420,27 @@ def test_sep_conv_stacks_two_relu_depthwise_pointwise_bn_blocks():
     assert all(dw.groups == 4 for dw in op.depthwise)
 
 
+def test_sep_conv_equals_its_functional_blocks_and_leaves_its_input_alone():
+    """The SepConv's second ReLU runs in place on its BN output: the output and every gradient equal the blocks
+    written out with out-of-place ops, and the input (a cell state other ops read too) is not touched."""
+    torch.manual_seed(0)
+    op = SepConv(3, 3).double()
+    x = torch.randn(2, 3, 6, 5, dtype=torch.float64, requires_grad=True)
+    before = x.detach().clone()
+    grad = torch.randn(2, 3, 6, 5, dtype=torch.float64)
+    out = op(x)
+    got = torch.autograd.grad(out, [x, *op.parameters()], grad)
+    assert torch.equal(x.detach(), before)
+    ref = x
+    for dw, pw, bn in zip(op.depthwise, op.pointwise, op.bns):
+        ref = F.batch_norm(F.conv2d(F.conv2d(F.relu(ref), dw.weight, padding=1, groups=3), pw.weight), None, None,
+                           bn.weight, bn.bias, training=True, eps=bn.eps)
+    expected = torch.autograd.grad(ref, [x, *op.parameters()], grad)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize("kernel", [3, 5, 7])
 @pytest.mark.parametrize("memory_format", [torch.channels_last, torch.contiguous_format], ids=["nhwc", "nchw"])
 def test_depthwise_conv_split_backward_equals_the_builtin_one(kernel, memory_format):
