@@ -217,10 +217,13 @@ class FactorizedReduce(nn.Module):
         self.bn = batch_norm(c_out, track_running_stats)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # TF shifts the map by one pixel (pad bottom/right, crop top/left) then samples every 2nd pixel: on an even
-        # map that is exactly the odd grid x[1::2, 1::2]; an odd map's last shifted sample is the zero pad.
-        shifted = F.pad(x[:, :, 1:, 1:], (0, 1, 0, 1))
-        return self.bn(torch.cat([self.path1(x[:, :, ::2, ::2]), self.path2(shifted[:, :, ::2, ::2])], dim=1))
+        # TF shifts the map by one pixel (pad bottom/right, crop top/left) then samples every 2nd pixel: the odd
+        # grid x[1::2, 1::2], and along an odd side one more sample, of the zero pad. Taken directly, not from a
+        # padded copy of the whole map (FR at 32x32x16, forward and backward: 1.9 against 2.5 ms, BENCHMARKS.md)
+        even, odd = x[:, :, ::2, ::2], x[:, :, 1::2, 1::2]
+        if odd.shape[-2:] != even.shape[-2:]:
+            odd = F.pad(odd, (0, even.shape[-1] - odd.shape[-1], 0, even.shape[-2] - odd.shape[-2]))
+        return self.bn(torch.cat([self.path1(even), self.path2(odd)], dim=1))
 
 
 class ReLUFactorizedReduce(nn.Sequential):

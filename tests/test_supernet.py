@@ -328,16 +328,22 @@ def test_factorized_reduce_halves_resolution_and_reaches_the_requested_channels(
         FactorizedReduce(6, 5)
 
 
-def test_factorized_reduce_samples_the_even_grid_then_the_odd_grid():
+@pytest.mark.parametrize("size", [(8, 8), (7, 7), (8, 5), (5, 8)], ids=["even", "odd", "even-odd", "odd-even"])
+def test_factorized_reduce_samples_the_even_grid_then_the_odd_grid(size):
+    """TF's shifted second path: the odd grid, and along an odd side a last sample of the zero pad."""
     fr = FactorizedReduce(3, 2)
     fr.bn = nn.Identity()  # look at the two paths before normalisation
     with torch.no_grad():
         fr.path1.weight.copy_(torch.tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1))  # path 1 reads channel 0
         fr.path2.weight.copy_(torch.tensor([0.0, 0.0, 1.0]).view(1, 3, 1, 1))  # path 2 reads channel 2
-    x = torch.randn(2, 3, 8, 8)
+    x = torch.randn(2, 3, *size)
     out = fr(x)
+    half = ((size[0] + 1) // 2, (size[1] + 1) // 2)
+    assert out.shape == (2, 2, *half)
     torch.testing.assert_close(out[:, 0], x[:, 0, ::2, ::2])
-    torch.testing.assert_close(out[:, 1], x[:, 2, 1::2, 1::2])
+    odd = torch.zeros(2, *half)
+    odd[:, :size[0] // 2, :size[1] // 2] = x[:, 2, 1::2, 1::2]
+    torch.testing.assert_close(out[:, 1], odd)
 
 
 def test_average_pool_excludes_padding_from_the_average():
