@@ -113,19 +113,14 @@ class LazyDecaySGD(torch.optim.SGD):
         self._with_gradient[p] = None
 
     def _weights_with_gradient(self) -> list[list[torch.Tensor]]:
-        """Per group, in group order, the weights that hold a gradient."""
+        """Per group, the weights that hold a gradient (in any order: SGD updates each weight on its own)."""
         if self._with_gradient is None:
             return [[p for p in group["params"] if p.grad is not None] for group in self.param_groups]
         found: list[list] = [[] for _ in self.param_groups]
         for p in self._with_gradient:
             if p.grad is not None:
                 found[self._group_index[p]].append(p)
-        order = self._position
-        return [sorted(params, key=order.__getitem__) for params in found]
-
-    @functools.cached_property
-    def _position(self) -> dict[torch.Tensor, int]:
-        return {p: k for group in self.param_groups for k, p in enumerate(group["params"])}
+        return found
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         if self._with_gradient is None or not set_to_none:

@@ -139,7 +139,7 @@ def runs(tmp_path_factory):
 @pytest.mark.parametrize("decay_unsampled", [False, True])
 def test_two_ranks_train_the_weights_and_controller_one_process_trains(runs, decay_unsampled):
     name = str(decay_unsampled).lower()
-    single, two = load_checkpoint(runs / f"single-decay_{name}" / "last.pt"), load_checkpoint(runs / f"ddp-decay_{name}" / "last.pt")
+    single, two = (load_checkpoint(runs / f"{kind}-decay_{name}" / "last.pt") for kind in ("single", "ddp"))
     assert (two["epoch"], two["global_step"]) == (single["epoch"], single["global_step"]) == (2, 32)
     for key, value in single["net"].items():  # each rank's half batch: the same mean gradient, other rounding
         assert torch.isfinite(value).all() and torch.allclose(two["net"][key], value, rtol=1e-4, atol=1e-6), key
