@@ -171,6 +171,7 @@ class DeriveConfig:
     rank_check_k: int = 0  # > 0: Kendall tau of the shared-weight scores against a reference for the top k
     rank_check_epochs: int = 5  # the proxy retrain's epochs when no benchmark is configured
     proxy_epochs: int = 0  # > 0: retrain the winner at the search skeleton, report proxy_acc (every strategy)
+    proxy_seeds: int = 1  # that retrain with seeds seed, seed+1, ...: proxy_acc is their mean
 
 
 @dataclass

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import statistics
 import time
 from pathlib import Path
 
@@ -34,19 +35,19 @@ BENCHMARK_REFERENCE = ("cifar10_valid", "cifar10_test")  # the first one the ben
 REFERENCE_NAME = "reference.json"
 
 
-def proxy_accuracy(cfg: Config, data: Dataset, arch, run_dir: Path, epochs: int) -> float:
+def proxy_accuracy(cfg: Config, data: Dataset, arch, run_dir: Path, epochs: int, seed: int | None = None) -> float:
     """Validation accuracy of `arch` trained from scratch at the search skeleton (aux head and drop-path off) for
     `epochs` epochs of the retrain recipe with its learning rate in one cosine cycle over those epochs, seeded with
     cfg.seed; its run directory resumes like any training."""
     recipe = short_recipe(cfg.retrain, epochs)
     with torch.random.fork_rng([data.train.x.device] if data.train.x.device.type == "cuda" else []):
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(seed)
         net = build_network(arch, **skeleton_kwargs(cfg, data)).to(data.train.x.device)
         checkpoint = run_dir / CHECKPOINT_NAME
         state = load_checkpoint(checkpoint, data.train.x.device) if checkpoint.exists() else None
         tracker = Tracker(run_dir, resume_epoch=state["epoch"] if state else None)
         try:
-            loop = RetrainLoop(net, data, data.valid, "valid", recipe, run_dir, tracker, seed=cfg.seed)
+            loop = RetrainLoop(net, data, data.valid, "valid", recipe, run_dir, tracker, seed=seed)
             if state is not None:
                 loop.load_state_dict(state)
             record = loop.run() or _last_record(run_dir)  # a finished run (resumed after it ended) trains nothing
@@ -84,15 +85,21 @@ def rank_check(cfg: Config, data: Dataset, ranked: list[Candidate], describe, ru
 
 
 def proxy_result(cfg: Config, data: Dataset, arch, run_dir: Path) -> dict:
-    """{"proxy_acc", "proxy_epochs", "proxy_time_s"} for the winner when derive.proxy_epochs > 0, else {}."""
+    """{"proxy_acc", "proxy_epochs", "proxy_time_s"} for the winner when derive.proxy_epochs > 0, else {}. With
+    derive.proxy_seeds = n > 1 the winner trains n times (seeds cfg.seed, cfg.seed + 1, ...; the first in
+    run_dir/proxy, the others in proxy_seed<k>): proxy_acc is their mean, with "proxy_accs" and "proxy_acc_std"."""
     if not cfg.derive.proxy_epochs:
         return {}
-    start = time.perf_counter()
-    accuracy = proxy_accuracy(cfg, data, arch, run_dir / "proxy", cfg.derive.proxy_epochs)
-    log.info("proxy retrain of the winner: validation accuracy %.4f after %d epochs at the search skeleton", accuracy,
-             cfg.derive.proxy_epochs)
-    return {"proxy_acc": accuracy, "proxy_epochs": cfg.derive.proxy_epochs,
-            "proxy_time_s": round(time.perf_counter() - start, 2)}
+    start, epochs = time.perf_counter(), cfg.derive.proxy_epochs
+    accuracies = [proxy_accuracy(cfg, data, arch, run_dir / ("proxy" if k == 0 else f"proxy_seed{k}"), epochs,
+                                 seed=cfg.seed + k) for k in range(cfg.derive.proxy_seeds)]
+    mean, spread, each = statistics.fmean(accuracies), {}, ""
+    if len(accuracies) > 1:
+        spread = {"proxy_accs": accuracies, "proxy_acc_std": statistics.stdev(accuracies)}
+        each = f" (mean over seeds {cfg.seed}-{cfg.seed + len(accuracies) - 1}: {', '.join(f'{a:.4f}' for a in accuracies)})"
+    log.info("proxy retrain of the winner: validation accuracy %.4f after %d epochs at the search skeleton%s", mean,
+             epochs, each)
+    return {"proxy_acc": mean, **spread, "proxy_epochs": epochs, "proxy_time_s": round(time.perf_counter() - start, 2)}
 
 
 # --- mode=rank_check ----------------------------------------------------------------------------------------------

@@ -59,10 +59,11 @@ def validate(cfg: Config) -> None:
         (cfg.derive.prefilter_samples >= 1 and cfg.derive.prefilter_top_k >= 1,
          f"derive.prefilter_samples={cfg.derive.prefilter_samples}, prefilter_top_k={cfg.derive.prefilter_top_k}; "
          "each must be >= 1"),
-        (cfg.derive.rank_check_k >= 0 and cfg.derive.rank_check_epochs >= 1 and cfg.derive.proxy_epochs >= 0,
+        (cfg.derive.rank_check_k >= 0 and cfg.derive.rank_check_epochs >= 1 and cfg.derive.proxy_epochs >= 0
+         and cfg.derive.proxy_seeds >= 1,
          f"derive.rank_check_k={cfg.derive.rank_check_k}, rank_check_epochs={cfg.derive.rank_check_epochs}, "
-         f"proxy_epochs={cfg.derive.proxy_epochs}; need rank_check_k >= 0 (0: off), rank_check_epochs >= 1 and "
-         "proxy_epochs >= 0 (0: off)"),
+         f"proxy_epochs={cfg.derive.proxy_epochs}, proxy_seeds={cfg.derive.proxy_seeds}; need rank_check_k >= 0 "
+         "(0: off), rank_check_epochs >= 1, proxy_epochs >= 0 (0: off) and proxy_seeds >= 1"),
         (0 <= cfg.trainer.warmup_epochs, f"trainer.warmup_epochs={cfg.trainer.warmup_epochs}; must be >= 0 (0: off)"),
         (cfg.trainer.shared_sampling in SHARED_SAMPLING,
          f"trainer.shared_sampling={cfg.trainer.shared_sampling!r}; allowed {', '.join(SHARED_SAMPLING)}"),

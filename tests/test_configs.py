@@ -60,6 +60,7 @@ def test_key_of_another_data_option_is_rejected(tmp_path):
     ("trainer.strategy=evolution", "trainer.strategy='evolution'"),
     ("search_space.channels=7", "search_space.channels=7"),
     ("device=tpu", "device='tpu'"),
+    ("derive.proxy_seeds=0", "proxy_seeds=0"),
 ])
 def test_bad_values_name_the_value_and_what_is_allowed(override, message, tmp_path):
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):

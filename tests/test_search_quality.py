@@ -112,6 +112,20 @@ def test_random_pick_takes_one_uniform_architecture_without_training(smoke, tmp_
     assert (tmp_path / "run" / "proxy" / "metrics.jsonl").exists()
 
 
+def test_proxy_seeds_retrain_the_winner_once_per_seed_and_average(smoke, tmp_path):
+    one = run_search(*smoke(*NB201, "trainer.strategy=random_pick", "derive.proxy_epochs=1", name="one"))
+    three = run_search(*smoke(*NB201, "trainer.strategy=random_pick", "derive.proxy_epochs=1", "derive.proxy_seeds=3",
+                              name="three"))
+    assert three["best_arch"] == one["best_arch"] and "proxy_accs" not in one
+    assert three["proxy_accs"][0] == one["proxy_acc"]  # the run's own seed first, in run/proxy as before
+    assert three["proxy_acc"] == pytest.approx(sum(three["proxy_accs"]) / 3)
+    assert three["proxy_acc_std"] >= 0
+    trained = [load_checkpoint(tmp_path / "three" / d / "last.pt", torch.device("cpu"))["net"]
+               for d in ("proxy", "proxy_seed1", "proxy_seed2")]
+    for other in trained[1:]:  # each retrain starts from its own seed's weights
+        assert any(not torch.equal(trained[0][k], other[k]) for k in trained[0] if trained[0][k].is_floating_point())
+
+
 # --- collapse diagnostics ----------------------------------------------------------------------------------------
 def _nb201_controller_sampler(seed: int = 0, tanh_op: float = 2.5) -> ControllerSampler:
     space, c = Nb201Space(channels=8, cells_per_stage=1), ControllerConfig()
