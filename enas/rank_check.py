@@ -38,7 +38,8 @@ REFERENCE_NAME = "reference.json"
 def proxy_accuracy(cfg: Config, data: Dataset, arch, run_dir: Path, epochs: int, seed: int | None = None) -> float:
     """Validation accuracy of `arch` trained from scratch at the search skeleton (aux head and drop-path off) for
     `epochs` epochs of the retrain recipe with its learning rate in one cosine cycle over those epochs, seeded with
-    cfg.seed; its run directory resumes like any training."""
+    `seed` (default cfg.seed); its run directory resumes like any training."""
+    seed = cfg.seed if seed is None else seed
     recipe = short_recipe(cfg.retrain, epochs)
     with torch.random.fork_rng([data.train.x.device] if data.train.x.device.type == "cuda" else []):
         torch.manual_seed(seed)
@@ -96,7 +97,8 @@ def proxy_result(cfg: Config, data: Dataset, arch, run_dir: Path) -> dict:
     mean, spread, each = statistics.fmean(accuracies), {}, ""
     if len(accuracies) > 1:
         spread = {"proxy_accs": accuracies, "proxy_acc_std": statistics.stdev(accuracies)}
-        each = f" (mean over seeds {cfg.seed}-{cfg.seed + len(accuracies) - 1}: {', '.join(f'{a:.4f}' for a in accuracies)})"
+        each = (f" (mean over seeds {cfg.seed}-{cfg.seed + len(accuracies) - 1}: "
+                f"{', '.join(f'{a:.4f}' for a in accuracies)})")
     log.info("proxy retrain of the winner: validation accuracy %.4f after %d epochs at the search skeleton%s", mean,
              epochs, each)
     return {"proxy_acc": mean, **spread, "proxy_epochs": epochs, "proxy_time_s": round(time.perf_counter() - start, 2)}
