@@ -94,13 +94,10 @@ def proxy_result(cfg: Config, data: Dataset, arch, run_dir: Path) -> dict:
     start, epochs = time.perf_counter(), cfg.derive.proxy_epochs
     accuracies = [proxy_accuracy(cfg, data, arch, run_dir / ("proxy" if k == 0 else f"proxy_seed{k}"), epochs,
                                  seed=cfg.seed + k) for k in range(cfg.derive.proxy_seeds)]
-    mean, spread, each = statistics.fmean(accuracies), {}, ""
-    if len(accuracies) > 1:
-        spread = {"proxy_accs": accuracies, "proxy_acc_std": statistics.stdev(accuracies)}
-        each = (f" (mean over seeds {cfg.seed}-{cfg.seed + len(accuracies) - 1}: "
-                f"{', '.join(f'{a:.4f}' for a in accuracies)})")
-    log.info("proxy retrain of the winner: validation accuracy %.4f after %d epochs at the search skeleton%s", mean,
-             epochs, each)
+    mean = statistics.fmean(accuracies)
+    spread = {"proxy_accs": accuracies, "proxy_acc_std": statistics.stdev(accuracies)} if len(accuracies) > 1 else {}
+    log.info("proxy retrain of the winner: validation accuracy %.4f after %d epochs at the search skeleton (seeds "
+             "from %d: %s)", mean, epochs, cfg.seed, ", ".join(f"{a:.4f}" for a in accuracies))
     return {"proxy_acc": mean, **spread, "proxy_epochs": epochs, "proxy_time_s": round(time.perf_counter() - start, 2)}
 
 
