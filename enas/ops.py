@@ -49,9 +49,10 @@ def conv_bn(c_in: int, c_out: int, kernel: int, track_running_stats: bool, relu_
 
 
 class _SplitBackwardDepthwiseConv(torch.autograd.Function):
-    """Depthwise kxk conv, stride 1, "same" padding, whose backward avoids oneDNN's slow depthwise kernels on CPU.
+    """Depthwise kxk conv, stride 1, "same" padding, whose backward avoids oneDNN's slow depthwise kernels on CPU
+    (used for k > 3).
 
-    Measured on this project's 2-core CPU, channels last, 32x32x16, batch 64 (BENCHMARKS.md):
+    Measured on this project's 2-core AMD EPYC CPU, channels last, 32x32x16, batch 64 (BENCHMARKS.md):
     - joint backward (both gradients in one call) is slower than two calls: 5x5 4.1 ms against 0.3 + 2.3 ms;
     - the input gradient as a forward conv with the kernel flipped: 0.19 against 0.34 ms (3x3: 0.12 against 0.17);
     - the weight gradient of a kernel wider than 3 columns is slow (5x5 2.3 ms), that of a kx3 one fast (5x3
@@ -103,7 +104,10 @@ def _depthwise_weight_gradient(grad: torch.Tensor, x: torch.Tensor, kernel: int)
 
 class DepthwiseConv2d(nn.Conv2d):
     """Depthwise kxk conv without bias, k odd: "same" padding at stride 1; at stride s > 1 the caller pads
-    TF-style. On CPU, stride 1 trains through `_SplitBackwardDepthwiseConv` (around oneDNN's slow kernels)."""
+    TF-style. On CPU, stride 1 with k > 3 trains through `_SplitBackwardDepthwiseConv` (around oneDNN's slow
+    kernels). A 3x3 one keeps oneDNN's own backward: with it a SepConv 3x3 trains faster on a 2-core Intel Xeon
+    (AMX) VM, forward and backward at batch 64 7.1-7.2 against 7.4-7.8 ms at 32x32x16 and 2.8 against 3.1-3.4 ms at
+    8x8x64, while on the 2-core AMD EPYC VM an all-3x3 step took the same time either way (BENCHMARKS.md)."""
 
     def __init__(self, channels: int, kernel: int, stride: int = 1):
         if kernel % 2 == 0:
@@ -112,7 +116,7 @@ class DepthwiseConv2d(nn.Conv2d):
                          groups=channels, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (x.device.type == "cpu" and self.stride == (1, 1)
+        if (x.device.type == "cpu" and self.stride == (1, 1) and self.kernel_size[1] > 3
                 and torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)):
             return _SplitBackwardDepthwiseConv.apply(x, self.weight)
         return super().forward(x)

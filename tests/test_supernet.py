@@ -447,11 +447,11 @@ def test_sep_conv_equals_its_functional_blocks_and_leaves_its_input_alone():
         torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("kernel", [3, 5, 7])
+@pytest.mark.parametrize("kernel", [5, 7])
 @pytest.mark.parametrize("memory_format", [torch.channels_last, torch.contiguous_format], ids=["nhwc", "nchw"])
 def test_depthwise_conv_split_backward_equals_the_builtin_one(kernel, memory_format):
-    """On CPU a stride-1 depthwise conv trains through a backward of two oneDNN calls: the same gradients
-    (float64), on a non-square map, with the stride-2 path left to the builtin conv."""
+    """On CPU a stride-1 depthwise conv wider than 3 trains through a backward of two oneDNN calls: the same
+    gradients (float64), on a non-square map, with the stride-2 path left to the builtin conv."""
     torch.manual_seed(0)
     conv = DepthwiseConv2d(3, kernel).double()
     x = torch.randn(2, 3, 9, 7, dtype=torch.float64).contiguous(memory_format=memory_format).requires_grad_()
@@ -466,6 +466,12 @@ def test_depthwise_conv_split_backward_equals_the_builtin_one(kernel, memory_for
     assert torch.autograd.gradcheck(lambda t: conv(t), (x[:1, :, :6, :5].detach().requires_grad_(),))
     strided = DepthwiseConv2d(3, kernel, stride=2).double()
     assert strided(F.pad(x, (1, 2, 1, 2))).grad_fn.name() != conv(x).grad_fn.name()
+
+
+def test_depthwise_conv_3x3_keeps_the_builtin_backward():
+    x = torch.randn(2, 3, 8, 8, requires_grad=True)
+    assert DepthwiseConv2d(3, 3)(x).grad_fn.name().startswith("ConvolutionBackward")
+    assert DepthwiseConv2d(3, 5)(x).grad_fn.name().startswith("_SplitBackwardDepthwiseConv")
 
 
 def test_depthwise_conv_refuses_an_even_kernel():
