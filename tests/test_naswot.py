@@ -16,7 +16,7 @@ from torch import nn
 
 from enas.data import DataError, make_synthetic
 from enas.derive import kendall_tau
-from enas.naswot import NaswotJudge, naswot_kernel, naswot_score
+from enas.naswot import NaswotJudge, log_abs_det, naswot_kernel, naswot_score
 from enas.networks import build_network, load_arch
 from enas.build import build_sampler, build_space
 from enas.pipeline import run_search
@@ -86,6 +86,20 @@ def test_a_duplicated_image_gives_minus_infinity_and_a_warning_not_an_exception(
     with caplog.at_level(logging.WARNING, logger="enas.naswot"):
         assert naswot_score(conv_net(), x) == float("-inf")
     assert "singular" in caplog.text
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_kernel_singular_through_a_combination_of_codes_scores_minus_infinity(seed):
+    """Two images whose codes are the OR and the AND of two others (c2 + c3 = c0 + c1) make K singular without equal
+    rows: LU's rounding leaves a tiny pivot (slogdet gave sign -1 and log|det| 5-7 on an Intel Xeon), the
+    eigenvalues still show it."""
+    c = (torch.rand(8, 300, generator=torch.Generator().manual_seed(seed)) > 0.5).double()
+    c[2], c[3] = torch.maximum(c[0], c[1]), torch.minimum(c[0], c[1])
+    kernel = c @ c.T + (1 - c) @ (1 - c).T  # units where two codes agree
+    assert log_abs_det(kernel) == float("-inf")
+    c[3] = 1 - c[3]  # no longer a combination
+    kernel = c @ c.T + (1 - c) @ (1 - c).T
+    assert log_abs_det(kernel) == pytest.approx(torch.linalg.slogdet(kernel)[1].item(), abs=1e-12)
 
 
 def test_relus_are_matched_by_type_so_a_wrapper_named_relu_is_not_counted_twice():
