@@ -54,7 +54,7 @@ class _SplitBackwardDepthwiseConv(torch.autograd.Function):
 
     Measured on this project's 2-core AMD EPYC CPU, channels last, 32x32x16, batch 64 (BENCHMARKS.md):
     - joint backward (both gradients in one call) is slower than two calls: 5x5 4.1 ms against 0.3 + 2.3 ms;
-    - the input gradient as a forward conv with the kernel flipped: 0.19 against 0.34 ms (3x3: 0.12 against 0.17);
+    - the input gradient as a forward conv with the kernel flipped: 0.19 against 0.34 ms;
     - the weight gradient of a kernel wider than 3 columns is slow (5x5 2.3 ms), that of a kx3 one fast (5x3
       0.15 ms): `_depthwise_weight_gradient` computes it as kx3 column tiles, 0.55 ms for 5x5.
     The same maths, in another summation order.
