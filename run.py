@@ -18,6 +18,10 @@ import logging
 import sys
 from pathlib import Path
 
+if __name__ == "__main__":  # first, before torch loads: glibc reads its malloc tunables only when a process starts
+    from enas.huge_pages import relaunch_with_huge_pages
+    relaunch_with_huge_pages()
+
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
