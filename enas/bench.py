@@ -10,6 +10,7 @@ cost varies ~20% with the architecture; the GPU is synchronised around each time
 """
 from __future__ import annotations
 
+import os
 import platform
 import resource
 import statistics
@@ -24,6 +25,7 @@ from rich.table import Table
 
 from enas.config import Config
 from enas.files import write_json_atomic
+from enas.huge_pages import hugetlb_setting, thp_mode
 from enas.build import build_components
 from enas.search import ControllerSchedule, SearchLoop
 from enas.tracking import Tracker
@@ -110,9 +112,20 @@ def run_bench(cfg: Config, resolved_config: dict) -> dict:
 
 
 def _environment(device: torch.device) -> dict:
-    return {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+    return {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
             "device_type": device.type, "torch": torch.__version__, "threads": torch.get_num_threads(),
+            # huge pages move CPU figures by a few percent (enas/huge_pages.py)
+            "thp_mode": thp_mode(), "malloc_hugetlb": hugetlb_setting(os.environ.get("GLIBC_TUNABLES")),
             "date": time.strftime("%Y-%m-%d")}
+
+
+def _cpu_name() -> str:
+    """The CPU's model name (Linux), else what `platform` knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "cpu"
 
 
 def _print_table(report: dict, path: Path) -> None:

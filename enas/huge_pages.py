@@ -44,11 +44,15 @@ def tunables_with_huge_pages(tunables: str | None, mode: str | None,
                              glibc: tuple[int, int] | None) -> str | None:
     """The GLIBC_TUNABLES value to relaunch with, or None where a relaunch would change nothing: THP not in `madvise`
     mode, no glibc with the tunable, or the tunable already set (to any value, so a user's choice stands)."""
-    if mode != "madvise" or glibc is None or glibc < MIN_GLIBC:
-        return None
-    if tunables and any(item.split("=")[0] == TUNABLE for item in tunables.split(":")):
+    if mode != "madvise" or glibc is None or glibc < MIN_GLIBC or hugetlb_setting(tunables) is not None:
         return None
     return f"{tunables}:{TUNABLE}=1" if tunables else f"{TUNABLE}=1"
+
+
+def hugetlb_setting(tunables: str | None) -> str | None:
+    """The value GLIBC_TUNABLES gives `glibc.malloc.hugetlb` ("1": THP on request), None where it names none."""
+    values = [item.partition("=")[2] for item in (tunables or "").split(":") if item.partition("=")[0] == TUNABLE]
+    return values[-1] if values else None
 
 
 def relaunch_with_huge_pages() -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import pytest
 from conftest import compose_config
 
 from enas.bench import run_bench
+from enas.huge_pages import hugetlb_setting, thp_mode
 
 
 def test_bench_small_reports_every_phase(tmp_path, capsys):
@@ -27,6 +29,9 @@ def test_bench_small_reports_every_phase(tmp_path, capsys):
     assert abs(figures["epoch_total_s"] - sum(figures[k] for k in phases)) < 1e-9
     assert json.loads((tmp_path / "bench.json").read_text())["figures"] == figures
     assert report["environment"]["torch"] and report["config"]["channels"] == 8
+    environment = report["environment"]
+    assert environment["device"] and environment["thp_mode"] == thp_mode()  # what the figures ran with
+    assert environment["malloc_hugetlb"] == hugetlb_setting(os.environ.get("GLIBC_TUNABLES"))
     assert "shared_images_per_s" in capsys.readouterr().out
 
 

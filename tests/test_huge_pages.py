@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from enas.huge_pages import MIN_GLIBC, glibc_version, thp_mode, tunables_with_huge_pages
+from enas.huge_pages import MIN_GLIBC, glibc_version, hugetlb_setting, thp_mode, tunables_with_huge_pages
 
 
 @pytest.mark.parametrize("tunables, expected", [
@@ -30,6 +30,12 @@ def test_the_tunable_is_added_once_and_never_overrides_the_users(tunables, expec
 ])
 def test_no_relaunch_where_it_would_change_nothing(mode, glibc):
     assert tunables_with_huge_pages(None, mode, glibc) is None
+
+
+def test_the_setting_is_read_back_from_the_tunables_string():
+    assert hugetlb_setting(None) is None and hugetlb_setting("glibc.malloc.arena_max=2") is None
+    assert hugetlb_setting("glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1") == "1"
+    assert hugetlb_setting("glibc.malloc.hugetlb=0") == "0"
 
 
 def test_the_kernel_mode_is_the_bracketed_word(tmp_path):
