@@ -49,28 +49,38 @@ def test_the_kernel_mode_is_the_bracketed_word(tmp_path):
 
 _RELAUNCH = """
 import os, sys
-print("start", os.environ.get("GLIBC_TUNABLES"), flush=True)
+print("start", os.getpid(), os.environ.get("GLIBC_TUNABLES"), flush=True)
 import enas.huge_pages as huge_pages
 huge_pages.thp_mode = lambda path=None: "madvise"  # relaunch whatever this machine's mode
-pid = os.getpid()
 huge_pages.relaunch_with_huge_pages()
 print("done", os.environ.get("GLIBC_TUNABLES"), sys.argv[1:], flush=True)
-if sys.argv[1] == "measure":
-    import torch
-    from enas.build import keep_freed_memory
-    keep_freed_memory()
-    tensors = [torch.ones(1 << 22) for _ in range(32)]  # 512 MiB on the heap
-    with open("/proc/self/smaps_rollup") as f:
-        print("huge_kib", next(int(line.split()[1]) for line in f if line.startswith("AnonHugePages")))
+import torch
+from enas.build import keep_freed_memory
+keep_freed_memory()
+tensors = [torch.ones(1 << 22) for _ in range(32)]  # 512 MiB on the heap
+with open("/proc/self/smaps_rollup") as f:
+    print("huge_kib", next(int(line.split()[1]) for line in f if line.startswith("AnonHugePages")))
 """
+
+
+def _run(tunables: str | None) -> list[str]:
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    if tunables is not None:
+        env["GLIBC_TUNABLES"] = tunables
+    return subprocess.run([sys.executable, "-c", _RELAUNCH, "an-argument"], capture_output=True, text=True,
+                          check=True, env=env).stdout.splitlines()
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux") or (glibc_version() or (0, 0)) < MIN_GLIBC,
                     reason="the tunable needs glibc >= 2.35 on Linux")
-def test_the_process_relaunches_once_with_the_tunable_and_its_arguments():
-    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
-    out = subprocess.run([sys.executable, "-c", _RELAUNCH, "measure"], capture_output=True, text=True, check=True,
-                         env=env).stdout.splitlines()
-    assert out[:3] == ["start None", "start glibc.malloc.hugetlb=1", "done glibc.malloc.hugetlb=1 ['measure']"]
-    if thp_mode() == "madvise":  # the kernel now backs the heap with huge pages, where before it did not
+def test_the_process_relaunches_once_in_place_with_the_tunable_and_its_arguments():
+    out = _run(None)
+    first, second = out[0].split(), out[1].split()
+    assert first[0] == second[0] == "start" and first[1] == second[1]  # the same pid: re-executed, not a child
+    assert (first[2], second[2]) == ("None", "glibc.malloc.hugetlb=1")
+    assert out[2] == "done glibc.malloc.hugetlb=1 ['an-argument']"
+    opted_out = _run("glibc.malloc.hugetlb=0")
+    assert [line.split()[0] for line in opted_out[:2]] == ["start", "done"]  # no relaunch: the user's choice
+    if thp_mode() == "madvise":  # the heap gets huge pages with the tunable and none without
         assert int(out[3].split()[1]) > 0
+        assert int(opted_out[2].split()[1]) == 0
