@@ -58,10 +58,10 @@ def hugetlb_setting(tunables: str | None) -> str | None:
 def relaunch_with_huge_pages() -> None:
     """Re-execute this Python process with `glibc.malloc.hugetlb=1` where that gives huge pages; otherwise return.
     Call it first thing in a script's main block: the relaunched process takes the same path and returns here."""
-    value = tunables_with_huge_pages(os.environ.get("GLIBC_TUNABLES"), thp_mode(), glibc_version())
+    previous = os.environ.get("GLIBC_TUNABLES")
+    value = tunables_with_huge_pages(previous, thp_mode(), glibc_version())
     if value is None:
         return
-    previous = os.environ.get("GLIBC_TUNABLES")
     os.environ["GLIBC_TUNABLES"] = value
     sys.stdout.flush()
     sys.stderr.flush()
